@@ -1,0 +1,127 @@
+"""Parsing of storage URLs such as ``rocksdb:///var/lib/supervm?compression=zstd``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from supervm.errors import InvalidURLError
+
+__all__ = ["StorageURL", "parse_url"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed storage URL. ``options`` holds the query string."""
+
+    raw: str
+    scheme: str
+    host: str | None
+    port: int | None
+    username: str | None
+    password: str | None
+    path: str
+    netloc: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        """The scheme without a ``+driver`` suffix (``postgresql+psycopg`` -> ``postgresql``)."""
+        return self.scheme.split("+", 1)[0]
+
+    def file_path(self) -> str:
+        """Filesystem path of a file back end: ``x:///abs/dir`` or ``x://relative/dir``."""
+        path = unquote(self.netloc) + self.path
+        if not path or path == "/":
+            raise InvalidURLError(f"{self.scheme}:// URL needs a database path, got {self.raw!r}")
+        return path
+
+    def bool_option(self, name: str, default: bool) -> bool:
+        """Boolean query option (``1/0``, ``true/false``, ``yes/no``, ``on/off``)."""
+        value = self.options.get(name)
+        if value is None:
+            return default
+        low = value.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise InvalidURLError(f"option {name}={value!r} in {self.raw!r} is not a boolean")
+
+    def int_option(self, name: str, default: int, *, minimum: int = 0) -> int:
+        """Integer query option no smaller than ``minimum``."""
+        value = self.options.get(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise InvalidURLError(
+                f"option {name}={value!r} in {self.raw!r} is not an integer"
+            ) from None
+        if number < minimum:
+            raise InvalidURLError(f"option {name}={value!r} in {self.raw!r} must be >= {minimum}")
+        return number
+
+    def choice_option(self, name: str, default: str, choices: Iterable[str]) -> str:
+        """Query option restricted to ``choices``."""
+        allowed = list(choices)
+        value = self.options.get(name, default).lower()
+        if value not in allowed:
+            raise InvalidURLError(
+                f"option {name}={value!r} in {self.raw!r} must be one of {', '.join(allowed)}"
+            )
+        return value
+
+    def reject_unknown_options(self, known: Iterable[str]) -> None:
+        """Raise :class:`InvalidURLError` for any query option not in ``known``."""
+        allowed = set(known)
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            hint = ", ".join(sorted(allowed)) or "none"
+            raise InvalidURLError(
+                f"unknown option(s) {', '.join(unknown)} in {self.raw!r}; "
+                f"{self.scheme}:// accepts: {hint}"
+            )
+
+
+def parse_url(url: str) -> StorageURL:
+    """Parse a storage URL, raising :class:`InvalidURLError` when malformed."""
+    if not isinstance(url, str):
+        raise TypeError(f"storage URL must be a str, not {type(url).__name__}")
+    if "://" not in url:
+        raise InvalidURLError(
+            f"not a storage URL: {url!r} (expected SCHEME://..., e.g. memory:// or rocksdb:///path)"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURLError(f"malformed storage URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise InvalidURLError(f"storage URL {url!r} has no scheme")
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise InvalidURLError(f"malformed query string in {url!r}: {exc}") from None
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        if key in options:
+            raise InvalidURLError(f"option {key!r} given twice in {url!r}")
+        options[key] = value
+    return StorageURL(
+        raw=url,
+        scheme=scheme,
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        path=unquote(parts.path),
+        netloc=parts.netloc,
+        options=options,
+    )
