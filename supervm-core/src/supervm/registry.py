@@ -140,6 +140,12 @@ def _resolve(target: type[Storage] | str | EntryPoint, scheme: str) -> type[Stor
             obj = target
     except ImportError as exc:
         raise _not_found(scheme, f"the back end for {scheme!r} failed to import ({exc})") from exc
+    except AttributeError as exc:
+        raise BackendNotFoundError(
+            f"the back end registered for {scheme!r} points at a missing object ({exc})",
+            scheme=scheme,
+            installed=sorted(available_backends()),
+        ) from exc
     if not (isinstance(obj, type) and issubclass(obj, Storage)):
         raise BackendNotFoundError(
             f"back end registered for {scheme!r} is {obj!r}, not a supervm.storage.Storage subclass",
