@@ -37,21 +37,33 @@ print(json.dumps({
 """
 
 
-def test_pip_install_rocksdb_extra_installs_only_rocksdb(
-    wheelhouse: Path, tmp_path: Path
-) -> None:
+def test_pip_install_rocksdb_extra_installs_only_rocksdb(wheelhouse: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = str(env_dir / "bin" / "python")
-    run([python, "-m", "pip", "install", "--quiet", "--find-links", str(wheelhouse),
-         "supervm[rocksdb]==0.1.0"])
+    run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--find-links",
+            str(wheelhouse),
+            "supervm[rocksdb]==0.1.0",
+        ]
+    )
 
     proc = run([python, "-c", CHECK, f"rocksdb://{tmp_path}/db"])
     report = json.loads(proc.stdout)
     assert report["value"] == "v"
     assert report["backends"] == ["memory", "rocksdb"]
     assert report["absent"] == {
-        "plyvel": True, "lmdb": True, "sqlalchemy": True, "psycopg": True, "rocksdict": False
+        "plyvel": True,
+        "lmdb": True,
+        "sqlalchemy": True,
+        "psycopg": True,
+        "rocksdict": False,
     }
     assert "pip install 'supervm[leveldb]'" in report["missing_error"]
 
@@ -63,8 +75,13 @@ def test_pip_install_rocksdb_extra_installs_only_rocksdb(
 def test_wheels_carry_py_typed(wheelhouse: Path) -> None:
     import zipfile
 
-    for dist in ("supervm_core", "supervm_rocksdb", "supervm_leveldb", "supervm_lmdb",
-                 "supervm_postgres"):
+    for dist in (
+        "supervm_core",
+        "supervm_rocksdb",
+        "supervm_leveldb",
+        "supervm_lmdb",
+        "supervm_postgres",
+    ):
         (wheel,) = wheelhouse.glob(f"{dist}-0.1.0-*.whl")
         package = "supervm" if dist == "supervm_core" else dist
         assert f"{package}/py.typed" in zipfile.ZipFile(wheel).namelist()

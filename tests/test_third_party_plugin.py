@@ -61,8 +61,17 @@ def test_installed_plugin_is_listed_and_opens(plugin_path: Path, tmp_path: Path)
 def test_installed_plugin_passes_the_conformance_kit(plugin_path: Path, tmp_path: Path) -> None:
     tests = ROOT / "examples" / "supervm-logfile" / "tests"
     proc = run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
-         "--rootdir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(tests),
+            "--rootdir",
+            str(tmp_path),
+        ],
         env=_env(plugin_path),
         cwd=tmp_path,
     )

@@ -34,3 +34,27 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "supervm", "--version"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.startswith("supervm ")
+
+
+def test_kv_memory_store_lives_for_one_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # memory:// lives for one process, so each command sees an empty store.
+    assert main(["kv", "--store", "memory://", "set", "k", "v"]) == 0
+    assert main(["kv", "--store", "memory://", "get", "k"]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_kv_bad_hex_is_a_clear_error() -> None:
+    with pytest.raises(SystemExit, match="not hexadecimal"):
+        main(["kv", "--store", "memory://", "--hex", "get", "zz"])
+
+
+def test_kv_unknown_scheme_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kv", "--store", "nosuch://x", "get", "k"]) == 1
+    assert "nosuch" in capsys.readouterr().err
+
+
+def test_default_store_prefers_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervm.cli import default_store_url
+
+    monkeypatch.setenv("SUPERVM_STORE", "memory://")
+    assert default_store_url() == "memory://"

@@ -78,7 +78,7 @@ def test_registration_must_be_a_storage_class() -> None:
 def test_registered_target_that_is_not_storage(cleanup_schemes: list[str]) -> None:
     register_backend("notstore", "collections:OrderedDict")
     cleanup_schemes.append("notstore")
-    with pytest.raises(BackendNotFoundError, match="not a supervm.storage.Storage subclass"):
+    with pytest.raises(BackendNotFoundError, match=r"not a supervm\.storage\.Storage subclass"):
         supervm.open_storage("notstore://")
 
 

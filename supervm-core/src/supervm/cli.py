@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from supervm import __version__
 from supervm.errors import SuperVMError
-from supervm.registry import available_backends, load_backend
+from supervm.registry import available_backends, load_backend, open_storage
 
 __all__ = ["main"]
 
@@ -57,6 +58,61 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Embedded back ends tried, in order, when no ``--store`` is given.
+DEFAULT_STORES = [
+    ("rocksdb", "rocksdb://{dir}/rocksdb"),
+    ("lmdb", "lmdb://{dir}/lmdb"),
+    ("leveldb", "leveldb://{dir}/leveldb"),
+    ("sqlite", "sqlite:///{dir}/state.db"),
+]
+
+
+def default_store_url() -> str:
+    """``$SUPERVM_STORE``, else the first installed embedded store under ``$SUPERVM_HOME``."""
+    explicit = os.environ.get("SUPERVM_STORE")
+    if explicit:
+        return explicit
+    home = os.environ.get("SUPERVM_HOME", ".supervm")
+    installed = available_backends()
+    for scheme, template in DEFAULT_STORES:
+        if scheme in installed:
+            os.makedirs(home, exist_ok=True)
+            return template.format(dir=home)
+    return "memory://"
+
+
+def _parse_bytes(text: str, hex_mode: bool) -> bytes:
+    if not hex_mode:
+        return text.encode()
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise SystemExit(f"supervm: error: {text!r} is not hexadecimal") from None
+
+
+def _show(data: bytes, hex_mode: bool) -> str:
+    return data.hex() if hex_mode else data.decode("utf-8", errors="backslashreplace")
+
+
+def _cmd_kv(args: argparse.Namespace) -> int:
+    url = args.store or default_store_url()
+    with open_storage(url) as store:
+        if args.kv_command == "get":
+            value = store.get(_parse_bytes(args.key, args.hex))
+            if value is None:
+                print(f"supervm: {args.key!r} not found in {url}", file=sys.stderr)
+                return 1
+            print(_show(value, args.hex))
+        elif args.kv_command == "set":
+            store.set(_parse_bytes(args.key, args.hex), _parse_bytes(args.value, args.hex))
+        elif args.kv_command == "delete":
+            store.delete(_parse_bytes(args.key, args.hex))
+        else:
+            for key, value in store.scan(_parse_bytes(args.prefix, args.hex)):
+                print(f"{_show(key, args.hex)}\t{_show(value, args.hex)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``supervm``."""
     parser = argparse.ArgumentParser(
@@ -67,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     backends = sub.add_parser("backends", help="list installed storage back ends and their URLs")
     backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
     backends.set_defaults(func=_cmd_backends)
+
+    kv = sub.add_parser("kv", help="read and write a store directly")
+    kv.add_argument(
+        "--store",
+        metavar="URL",
+        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
+    )
+    kv.add_argument("--hex", action="store_true", help="keys and values are hexadecimal")
+    kv_sub = kv.add_subparsers(dest="kv_command", metavar="ACTION", required=True)
+    kv_get = kv_sub.add_parser("get", help="print the value of KEY")
+    kv_get.add_argument("key")
+    kv_set = kv_sub.add_parser("set", help="store VALUE under KEY")
+    kv_set.add_argument("key")
+    kv_set.add_argument("value")
+    kv_del = kv_sub.add_parser("delete", help="remove KEY")
+    kv_del.add_argument("key")
+    kv_scan = kv_sub.add_parser("scan", help="list keys starting with PREFIX, in order")
+    kv_scan.add_argument("prefix", nargs="?", default="")
+    kv.set_defaults(func=_cmd_kv)
     return parser
 
 

@@ -148,7 +148,8 @@ def _resolve(target: type[Storage] | str | EntryPoint, scheme: str) -> type[Stor
         ) from exc
     if not (isinstance(obj, type) and issubclass(obj, Storage)):
         raise BackendNotFoundError(
-            f"back end registered for {scheme!r} is {obj!r}, not a supervm.storage.Storage subclass",
+            f"back end registered for {scheme!r} is {obj!r}, "
+            "not a supervm.storage.Storage subclass",
             scheme=scheme,
             installed=sorted(available_backends()),
         )

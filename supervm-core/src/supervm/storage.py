@@ -287,7 +287,9 @@ def check_range(start: object, end: object, reverse: object) -> None:
         raise TypeError("scan_range reverse must be a bool")
 
 
-def normalise_ops(ops: Iterable[BatchOp], max_key: int | None, max_value: int | None) -> list[BatchOp]:
+def normalise_ops(
+    ops: Iterable[BatchOp], max_key: int | None, max_value: int | None
+) -> list[BatchOp]:
     """Validate batch operations before anything is written; return them as a list."""
     out: list[BatchOp] = []
     for op in ops:

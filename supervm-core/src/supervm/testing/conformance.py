@@ -173,9 +173,8 @@ class StorageConformance:
             store.set(too_long, b"v")
         with pytest.raises(KeyTooLargeError):
             store.write_batch([(b"ok", b"v"), (too_long, b"v")])
-        with pytest.raises(KeyTooLargeError):
-            with store.batch() as b:
-                b.set(too_long, b"v")
+        with pytest.raises(KeyTooLargeError), store.batch() as b:
+            b.set(too_long, b"v")
         assert store.get(b"ok") is None
         assert list(store.scan()) == [(b"k" * limit, b"fits")]
 
@@ -189,8 +188,20 @@ class StorageConformance:
 
     @pytest.mark.parametrize(
         "prefix",
-        [b"", b"\x00", b"a", b"a\x00", b"a\xff", b"a\xff\xff", b"\xff", b"\xff\xff", b"\x7f",
-         b"\x80", b"\xfe", b"zz"],
+        [
+            b"",
+            b"\x00",
+            b"a",
+            b"a\x00",
+            b"a\xff",
+            b"a\xff\xff",
+            b"\xff",
+            b"\xff\xff",
+            b"\x7f",
+            b"\x80",
+            b"\xfe",
+            b"zz",
+        ],
         ids=repr,
     )
     def test_scan_prefix_edges(self, store: Storage, prefix: bytes) -> None:
@@ -230,12 +241,11 @@ class StorageConformance:
         class Boom(Exception):
             pass
 
-        with pytest.raises(Boom):
-            with store.batch() as b:
-                b.set(b"a", b"1")
-                b.set(b"keep", b"new")
-                b.delete(b"keep")
-                raise Boom
+        with pytest.raises(Boom), store.batch() as b:
+            b.set(b"a", b"1")
+            b.set(b"keep", b"new")
+            b.delete(b"keep")
+            raise Boom
         assert list(store.scan()) == [(b"keep", b"old")]
 
     def test_batch_later_operation_wins(self, store: Storage) -> None:
@@ -249,10 +259,9 @@ class StorageConformance:
         assert list(store.scan()) == [(b"j", b"2"), (b"m", b"3")]
 
     def test_batch_bad_operation_leaves_nothing(self, store: Storage) -> None:
-        with pytest.raises(TypeError):
-            with store.batch() as b:
-                b.set(b"a", b"1")
-                b.set(b"b", "not bytes")  # type: ignore[arg-type]
+        with pytest.raises(TypeError), store.batch() as b:
+            b.set(b"a", b"1")
+            b.set(b"b", "not bytes")  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             store.write_batch([(b"a", b"1"), ("b", b"2")])  # type: ignore[list-item]
         with pytest.raises(TypeError):

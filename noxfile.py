@@ -1,0 +1,88 @@
+"""The test matrix: Python versions x packages, plus lint, types and benchmarks.
+
+nox -l                      # list sessions
+nox -s tests                # every package on every installed Python
+nox -s "tests-3.12(package='rocksdb')"
+nox -s lint types
+nox -s bench
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYTHONS = ["3.11", "3.12", "3.13"]
+PACKAGES = ["core", "rocksdb", "leveldb", "lmdb", "postgres"]
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "types", "tests", "integration"]
+
+# pyenv keeps each interpreter in its own directory; make python3.X findable.
+_pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[1-9]*/bin")))
+if _pyenv:
+    os.environ["PATH"] = os.pathsep.join([*_pyenv, os.environ.get("PATH", "")])
+
+
+def _install_workspace(session: nox.Session, *packages: str) -> None:
+    """Install supervm-core plus the given back ends from this checkout."""
+    args = ["-e", "./supervm-core[testing]"]
+    for package in packages:
+        if package != "core":
+            args += ["-e", f"./supervm-{package}"]
+    session.install(*args)
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Run one package's tests (its conformance suite included)."""
+    if package == "leveldb" and session.python == "3.13" and not _have_leveldb_headers():
+        session.error(
+            "plyvel has no wheel for Python 3.13 and builds from source: "
+            "install Debian's libleveldb-dev first (apt-get install libleveldb-dev)"
+        )
+    _install_workspace(session, package)
+    session.run("pytest", f"supervm-{package}/tests", "-q", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def integration(session: nox.Session) -> None:
+    """Cross-package tests: packaging, plugin discovery, end to end."""
+    _install_workspace(session, *PACKAGES)
+    session.install("uv")
+    session.run("pytest", "tests", "-q", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check over the whole tree."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHONS[0])
+def types(session: nox.Session) -> None:
+    """mypy --strict on the core and the back ends."""
+    _install_workspace(session, *PACKAGES)
+    session.install("mypy")
+    session.run("mypy", "supervm-core/src")
+    for package in PACKAGES[1:]:
+        session.run("mypy", f"supervm-{package}/src")
+
+
+@nox.session(python=PYTHONS[0])
+def bench(session: nox.Session) -> None:
+    """Storage benchmark: SuperVM / raw driver ratios for every back end."""
+    _install_workspace(session, *PACKAGES)
+    session.run("python", "-m", "bench.storage", *session.posargs)
+
+
+def _have_leveldb_headers() -> bool:
+    return Path("/usr/include/leveldb/db.h").exists() or shutil.which("leveldbutil") is not None
