@@ -105,7 +105,8 @@ class Batch(abc.ABC):
 
     Use as a context manager: the batch commits when the block exits normally
     and is discarded when it raises. Later operations on a key override earlier
-    ones in the same batch.
+    ones in the same batch. A committed or discarded batch refuses further use
+    with ``RuntimeError``.
     """
 
     @abc.abstractmethod
@@ -126,7 +127,7 @@ class Batch(abc.ABC):
 
     @abc.abstractmethod
     def __len__(self) -> int:
-        """Number of queued operations."""
+        """Number of operations queued (a key set twice counts twice)."""
 
     def __enter__(self) -> Self:
         return self
@@ -146,26 +147,34 @@ class Batch(abc.ABC):
 class ListBatch(Batch):
     """A batch that collects operations and hands them to ``Storage.write_batch``."""
 
-    __slots__ = ("_done", "_ops", "_storage")
+    __slots__ = ("_count", "_done", "_ops", "_storage")
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
         self._ops: dict[bytes, bytes | None] = {}
+        self._count = 0
         self._done = False
 
+    def _check_pending(self) -> None:
+        if self._done:
+            raise RuntimeError("this batch was already committed or discarded")
+
     def set(self, key: bytes, value: bytes) -> None:
+        self._check_pending()
         caps = self._storage.capabilities
         check_key(key, caps.max_key_size)
         check_value(value, caps.max_value_size)
         self._ops[key] = value
+        self._count += 1
 
     def delete(self, key: bytes) -> None:
+        self._check_pending()
         check_key(key, self._storage.capabilities.max_key_size)
         self._ops[key] = None
+        self._count += 1
 
     def commit(self) -> None:
-        if self._done:
-            raise RuntimeError("this batch was already committed or discarded")
+        self._check_pending()
         self._done = True
         if self._ops:
             self._storage.write_batch(self._ops.items())
@@ -175,7 +184,7 @@ class ListBatch(Batch):
         self._ops.clear()
 
     def __len__(self) -> int:
-        return len(self._ops)
+        return self._count
 
 
 class Snapshot(abc.ABC):

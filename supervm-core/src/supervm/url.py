@@ -35,6 +35,10 @@ class StorageURL:
 
     def file_path(self) -> str:
         """Filesystem path of a file back end: ``x:///abs/dir`` or ``x://relative/dir``."""
+        if self.username or self.password or self.port is not None:
+            raise InvalidURLError(
+                f"{self.scheme}:// names a local path and takes no user or port, got {self.raw!r}"
+            )
         path = unquote(self.netloc) + self.path
         if not path or path == "/":
             raise InvalidURLError(f"{self.scheme}:// URL needs a database path, got {self.raw!r}")

@@ -304,19 +304,42 @@ class StorageConformance:
 
     def test_closed_store_refuses_operations(self, store: Storage) -> None:
         store.set(b"k", b"v")
+        caps = store.capabilities
         store.close()
         assert store.closed
-        for call in (
+        calls = [
             lambda: store.get(b"k"),
             lambda: store.set(b"k", b"v"),
             lambda: store.delete(b"k"),
             lambda: list(store.scan()),
             lambda: store.write_batch([(b"k", b"v")]),
             lambda: store.batch(),
-        ):
+        ]
+        if caps.range_scan:
+            calls.append(lambda: list(store.scan_range(b"a", b"z")))
+        if caps.snapshots:
+            calls.append(lambda: store.snapshot())
+        for call in calls:
             with pytest.raises(StorageClosedError):
                 call()
         store.close()  # a second close is harmless
+
+    def test_finished_batch_refuses_use(self, store: Storage) -> None:
+        batch = store.batch()
+        batch.set(b"a", b"1")
+        batch.set(b"a", b"2")
+        assert len(batch) == 2
+        batch.commit()
+        with pytest.raises(RuntimeError):
+            batch.set(b"b", b"1")
+        with pytest.raises(RuntimeError):
+            batch.commit()
+        discarded = store.batch()
+        discarded.set(b"c", b"1")
+        discarded.discard()
+        with pytest.raises(RuntimeError):
+            discarded.delete(b"c")
+        assert list(store.scan()) == [(b"a", b"2")]
 
     def test_context_manager_closes(self, url: str) -> None:
         with open_storage(url) as store:
@@ -403,6 +426,20 @@ class StorageConformance:
             assert snap.get(b"c") is None
             assert list(snap.scan()) == [(b"a", b"old"), (b"b", b"old")]
         assert store.get(b"a") == b"new"
+
+    def test_snapshot_prefix_scans_ignore_later_writes(self, store: Storage) -> None:
+        if not store.capabilities.snapshots:
+            pytest.skip("back end declares no snapshots")
+        keys = [b"p/" + i.to_bytes(2, "big") for i in range(600)]
+        store.write_batch([(k, b"before") for k in keys] + [(b"q", b"before")])
+        with store.snapshot() as snap:
+            store.write_batch([(k, b"after") for k in keys[::2]] + [(b"p/new", b"after")])
+            store.write_batch([(k, None) for k in keys[1::2]])
+            assert list(snap.scan(b"p/")) == [(k, b"before") for k in keys]
+            assert snap.get(keys[1]) == b"before"
+            assert snap.get(b"p/new") is None
+            assert list(snap.scan(b"q")) == [(b"q", b"before")]
+        assert store.get(keys[1]) is None
 
     # -- randomised comparison with the memory store ---------------------
 

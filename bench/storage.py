@@ -1,0 +1,370 @@
+"""Storage benchmark: each operation through SuperVM versus the raw driver, in one run.
+
+    python -m bench.storage [--backends rocksdb,lmdb] [--keys 20000] [--rounds 5]
+
+For every back end the same workload runs against a SuperVM store and against a
+database opened directly with the driver (same settings), alternating which
+goes first in each round. The figure per operation is the best round of each;
+the report is the ratio SuperVM time / raw time (1.00 = no overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import supervm
+from supervm.storage import Storage, prefix_upper_bound
+
+OPERATIONS = ("get", "set", "batch set", "prefix scan")
+BATCH_SIZE = 1000
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Target:
+    """The four workload operations bound to one store."""
+
+    get: Callable[[bytes], object]
+    set: Callable[[bytes, bytes], object]
+    batch: Callable[[list[tuple[bytes, bytes]]], object]
+    scan: Callable[[bytes], Iterator[object]]
+    close: Callable[[], object]
+
+
+def supervm_target(store: Storage) -> Target:
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        with store.batch() as b:
+            put = b.set
+            for key, value in items:
+                put(key, value)
+
+    return Target(store.get, store.set, batch, store.scan, store.close)
+
+
+# -- raw drivers, opened with the settings the SuperVM back end uses -----------------
+
+
+def raw_rocksdb(path: str) -> Target:
+    from rocksdict import DBCompressionType, Options, Rdict, ReadOptions, WriteBatch
+
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_compression_type(DBCompressionType.lz4())
+    db = Rdict(path, options=options)
+    keep_alive: list[object] = []
+
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        wb = WriteBatch(raw_mode=True)
+        put = wb.put
+        for key, value in items:
+            put(key, value)
+        db.write(wb)
+
+    def scan(prefix: bytes) -> Iterator[object]:
+        read_options = ReadOptions()
+        upper = prefix_upper_bound(prefix)
+        if upper is not None:
+            read_options.set_iterate_upper_bound(upper)
+        # The iterator borrows the bound from read_options: keep it alive while iterating.
+        keep_alive[:] = [read_options]
+        return db.items(from_key=prefix, read_opt=read_options)  # type: ignore[no-any-return]
+
+    return Target(db.get, db.put, batch, scan, db.close)
+
+
+def raw_leveldb(path: str) -> Target:
+    import plyvel
+
+    db = plyvel.DB(path, create_if_missing=True)
+
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        with db.write_batch(transaction=True) as wb:
+            put = wb.put
+            for key, value in items:
+                put(key, value)
+
+    def scan(prefix: bytes) -> Iterator[object]:
+        return db.iterator(prefix=prefix)  # type: ignore[no-any-return]
+
+    return Target(db.get, db.put, batch, scan, db.close)
+
+
+def raw_lmdb(path: str) -> Target:
+    import lmdb
+
+    os.makedirs(path, exist_ok=True)
+    env = lmdb.open(path, map_size=1 << 30)
+
+    def get(key: bytes) -> object:
+        with env.begin() as txn:
+            return txn.get(key)
+
+    def put(key: bytes, value: bytes) -> None:
+        with env.begin(write=True) as txn:
+            txn.put(key, value)
+
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        with env.begin(write=True) as txn:
+            put = txn.put
+            for key, value in items:
+                put(key, value)
+
+    def scan(prefix: bytes) -> Iterator[object]:
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    yield key, value
+
+    return Target(get, put, batch, scan, env.close)
+
+
+def raw_sqlite(path: str) -> Target:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL)")
+    upsert = (
+        "INSERT INTO kv (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+
+    def get(key: bytes) -> object:
+        row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put(key: bytes, value: bytes) -> None:
+        db.execute(upsert, (key, value))
+
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        db.execute("BEGIN")
+        db.executemany(upsert, items)
+        db.execute("COMMIT")
+
+    def scan(prefix: bytes) -> Iterator[object]:
+        upper = prefix_upper_bound(prefix)
+        return iter(
+            db.execute(
+                "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, upper),
+            )
+        )
+
+    return Target(get, put, batch, scan, db.close)
+
+
+def raw_postgres(dsn: str, table: str) -> Target:
+    import psycopg
+
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} (key bytea PRIMARY KEY, value bytea NOT NULL)"
+    )
+    select = f"SELECT value FROM {table} WHERE key = %s"
+    upsert = (
+        f"INSERT INTO {table} (key, value) VALUES (%s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+    scan_sql = f"SELECT key, value FROM {table} WHERE key >= %s AND key < %s ORDER BY key"
+    cur = conn.cursor()
+
+    def get(key: bytes) -> object:
+        row = cur.execute(select, (key,), prepare=True).fetchone()
+        return None if row is None else row[0]
+
+    def put(key: bytes, value: bytes) -> None:
+        cur.execute(upsert, (key, value), prepare=True)
+
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        with conn.transaction():
+            cur.executemany(upsert, items)
+
+    def scan(prefix: bytes) -> Iterator[object]:
+        with conn.transaction(), conn.cursor(name=f"scan_{uuid.uuid4().hex}") as named:
+            named.execute(scan_sql, (prefix, prefix_upper_bound(prefix)))
+            yield from named
+
+    def close() -> None:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+    return Target(get, put, batch, scan, close)
+
+
+# -- the workload ---------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    keys: list[bytes]
+    value: bytes
+    prefixes: list[bytes]
+
+    @classmethod
+    def make(cls, count: int) -> Workload:
+        # 4-byte big-endian counters: every 3-byte prefix covers 256 consecutive keys.
+        keys = [b"k" + i.to_bytes(4, "big") for i in range(count)]
+        groups = sorted({key[:4] for key in keys})
+        step = max(1, len(groups) // 32)
+        return cls(keys, b"v" * 100, groups[::step])
+
+
+def run_ops(target: Target, work: Workload) -> dict[str, float]:
+    """Seconds per operation kind on one target."""
+    timings: dict[str, float] = {}
+    keys, value = work.keys, work.value
+    put = target.set
+    start = time.perf_counter()
+    for key in keys:
+        put(key, value)
+    timings["set"] = time.perf_counter() - start
+
+    get = target.get
+    start = time.perf_counter()
+    for key in keys:
+        get(key)
+    timings["get"] = time.perf_counter() - start
+
+    chunks = [
+        [(k, value) for k in keys[i : i + BATCH_SIZE]] for i in range(0, len(keys), BATCH_SIZE)
+    ]
+    batch = target.batch
+    start = time.perf_counter()
+    for chunk in chunks:
+        batch(chunk)
+    timings["batch set"] = time.perf_counter() - start
+
+    scan = target.scan
+    start = time.perf_counter()
+    seen = 0
+    for prefix in work.prefixes:
+        for _ in scan(prefix):
+            seen += 1
+    timings["prefix scan"] = time.perf_counter() - start
+    expected = sum(1 for k in keys for p in work.prefixes if k.startswith(p))
+    if seen != expected:
+        raise AssertionError(f"scan saw {seen} pairs, expected {expected}")
+    return timings
+
+
+@dataclass
+class Backend:
+    name: str
+    ours: Callable[[str], Target]
+    raw: Callable[[str], Target]
+    keys: int
+
+
+def _file_backend(name: str, scheme: str, raw: Callable[[str], Target], keys: int) -> Backend:
+    def ours(path: str) -> Target:
+        return supervm_target(supervm.open_storage(f"{scheme}://{path}"))
+
+    return Backend(name, ours, raw, keys)
+
+
+def backends(pg_url: str, keys: int) -> list[Backend]:
+    def pg_ours(_: str) -> Target:
+        table = f"bench_{uuid.uuid4().hex[:12]}"
+        store = supervm.open_storage(f"{pg_url}?table={table}")
+
+        def close() -> None:
+            store.drop()  # type: ignore[attr-defined]
+            store.close()
+
+        target = supervm_target(store)
+        target.close = close
+        return target
+
+    def pg_raw(_: str) -> Target:
+        dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+        return raw_postgres(dsn, f"bench_{uuid.uuid4().hex[:12]}")
+
+    def sqlite_ours(path: str) -> Target:
+        return supervm_target(supervm.open_storage(f"sqlite:///{path}.db"))
+
+    return [
+        _file_backend("rocksdb", "rocksdb", raw_rocksdb, keys),
+        _file_backend("leveldb", "leveldb", raw_leveldb, keys),
+        _file_backend("lmdb", "lmdb", raw_lmdb, keys),
+        Backend("sqlite", sqlite_ours, lambda p: raw_sqlite(p + ".db"), max(1, keys // 4)),
+        Backend("postgresql", pg_ours, pg_raw, max(1, keys // 10)),
+    ]
+
+
+def bench_backend(backend: Backend, rounds: int, workdir: Path) -> dict[str, float]:
+    """Best-of-rounds ratio (SuperVM / raw) per operation."""
+    work = Workload.make(backend.keys)
+    best: dict[str, dict[str, float]] = {"ours": {}, "raw": {}}
+    for round_no in range(rounds):
+        order = ("raw", "ours") if round_no % 2 == 0 else ("ours", "raw")
+        for side in order:
+            path = workdir / f"{backend.name}-{side}-{round_no}"
+            target = (backend.ours if side == "ours" else backend.raw)(str(path))
+            gc.collect()
+            try:
+                timings = run_ops(target, work)
+            finally:
+                target.close()
+                shutil.rmtree(path, ignore_errors=True)
+            for op, seconds in timings.items():
+                best[side][op] = min(best[side].get(op, seconds), seconds)
+    return {op: best["ours"][op] / best["raw"][op] for op in OPERATIONS} | {
+        f"raw {op} ops/s": len(work.keys) / best["raw"][op] for op in OPERATIONS
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="rocksdb,leveldb,lmdb,sqlite,postgresql")
+    parser.add_argument("--keys", type=int, default=20000, help="keys per embedded back end")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("SUPERVM_TEST_POSTGRES_URL", PG_DEFAULT)
+    )
+    args = parser.parse_args(argv)
+    wanted = args.backends.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="supervm-bench-") as tmp:
+        for backend in backends(args.postgres_url, args.keys):
+            if backend.name not in wanted:
+                continue
+            print(
+                f"benchmarking {backend.name} ({backend.keys} keys x {args.rounds} rounds)...",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows.append((backend.name, bench_backend(backend, args.rounds, Path(tmp))))
+    header = "| back end | " + " | ".join(OPERATIONS) + " |"
+    print("\nSuperVM time / raw driver time (1.00 = no overhead; target <= 1.15)\n")
+    print(header)
+    print("|" + " --- |" * (len(OPERATIONS) + 1))
+    for name, result in rows:
+        print(f"| {name} | " + " | ".join(f"{result[op]:.2f}" for op in OPERATIONS) + " |")
+    print("\nRaw driver rates in the same run (ops/s; scan = keys scanned/s over the key count)\n")
+    print(header)
+    print("|" + " --- |" * (len(OPERATIONS) + 1))
+    for name, result in rows:
+        print(
+            f"| {name} | "
+            + " | ".join(f"{result[f'raw {op} ops/s']:,.0f}" for op in OPERATIONS)
+            + " |"
+        )
+    worst = max((result[op], name, op) for name, result in rows for op in OPERATIONS)
+    print(f"\nworst ratio: {worst[0]:.2f} ({worst[1]} {worst[2]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""LevelDB storage back end built on plyvel."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn, Self
+
+import plyvel
+
+from supervm.errors import StorageClosedError, StorageError, StorageLockedError
+from supervm.storage import (
+    Batch,
+    BatchOp,
+    Capabilities,
+    Snapshot,
+    Storage,
+    check_key,
+    check_prefix,
+    check_range,
+    check_value,
+)
+from supervm.url import StorageURL
+
+__all__ = ["LevelDBStorage"]
+
+#: What plyvel raises: ``plyvel.Error`` (and its ``IOError``/``CorruptionError``
+#: subclasses) for LevelDB failures, ``RuntimeError`` for a closed database,
+#: snapshot or iterator.
+_DRIVER_ERRORS = (plyvel.Error, RuntimeError)
+
+_OPTIONS = ("compression", "create", "sync")
+
+# Key checks on the hot paths test only for the empty key: plyvel's arguments
+# are typed ``bytes`` and refuse anything else (str, bytearray, memoryview,
+# bytes subclasses, None) with TypeError before touching the database. Values
+# are accepted by plyvel as any buffer, so they get the full ``type() is bytes``
+# test here.
+
+_ErrorFactory = Callable[[BaseException], StorageError]
+
+
+def _driver_message(exc: BaseException) -> str:
+    """The driver's message as text (plyvel carries LevelDB's status as bytes)."""
+    if exc.args and isinstance(exc.args[0], bytes):
+        return exc.args[0].decode("utf-8", "replace")
+    return str(exc)
+
+
+def _iterate(it: Any, error: _ErrorFactory) -> Iterator[tuple[bytes, bytes]]:
+    """Yield from a plyvel iterator, turning driver errors into storage errors."""
+    try:
+        yield from it
+    except _DRIVER_ERRORS as exc:
+        raise error(exc) from exc
+    finally:
+        it.close()
+
+
+class _LevelDBBatch(Batch):
+    """A batch that writes straight into a plyvel ``WriteBatch``."""
+
+    __slots__ = ("_count", "_delete", "_done", "_error", "_put", "_wb")
+
+    def __init__(self, wb: Any, error: _ErrorFactory) -> None:
+        self._wb: Any = wb
+        self._put: Callable[[bytes, bytes], None] = wb.put
+        self._delete: Callable[[bytes], None] = wb.delete
+        self._error = error
+        self._count = 0
+        self._done = False
+
+    def set(self, key: bytes, value: bytes) -> None:
+        if not key:
+            check_key(key)
+        if type(value) is not bytes:
+            check_value(value)
+        try:
+            self._put(key, value)
+        except _DRIVER_ERRORS as exc:
+            if self._done:
+                raise
+            raise self._error(exc) from exc
+        self._count += 1
+
+    def delete(self, key: bytes) -> None:
+        if not key:
+            check_key(key)
+        try:
+            self._delete(key)
+        except _DRIVER_ERRORS as exc:
+            if self._done:
+                raise
+            raise self._error(exc) from exc
+        self._count += 1
+
+    def commit(self) -> None:
+        self._finish()
+        wb, self._wb = self._wb, None
+        if self._count:
+            try:
+                wb.write()
+            except _DRIVER_ERRORS as exc:
+                raise self._error(exc) from exc
+
+    def discard(self) -> None:
+        if not self._done:
+            self._finish()
+        self._wb = None
+
+    def _finish(self) -> None:
+        if self._done:
+            raise RuntimeError("this batch was already committed or discarded")
+        self._done = True
+        self._put = self._delete = _batch_finished
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def _batch_finished(*args: object) -> NoReturn:
+    raise RuntimeError("this batch was already committed or discarded")
+
+
+class _LevelDBSnapshot(Snapshot):
+    """A plyvel snapshot: reads see the store as it was when it was taken."""
+
+    __slots__ = ("_path", "_snap")
+
+    def __init__(self, snap: Any, path: str) -> None:
+        self._snap: Any = snap
+        self._path = path
+
+    def _error(self, exc: BaseException) -> StorageError:
+        if isinstance(exc, RuntimeError):
+            return StorageClosedError(
+                f"LevelDB snapshot of {self._path} is closed (or its store is)", original=exc
+            )
+        return StorageError(
+            f"LevelDB error reading a snapshot of {self._path}: {_driver_message(exc)}",
+            original=exc,
+        )
+
+    def get(self, key: bytes) -> bytes | None:
+        if not key:
+            check_key(key)
+        try:
+            value: bytes | None = self._snap.get(key)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        return value
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        if type(prefix) is not bytes:
+            check_prefix(prefix)
+        try:
+            it = self._snap.iterator(prefix=prefix)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        return _iterate(it, self._error)
+
+    def close(self) -> None:
+        self._snap.close()
+
+
+def _bad_op() -> NoReturn:
+    raise TypeError("batch operations must be (key, value) or (key, None) tuples") from None
+
+
+def _raise_closed(path: str, *args: object, **kwargs: object) -> NoReturn:
+    raise StorageClosedError(f"LevelDB store at {path} is closed")
+
+
+class LevelDBStorage(Storage):
+    """A persistent store in a LevelDB database directory (``leveldb://``)."""
+
+    schemes = ("leveldb",)
+    url_form = (
+        "leveldb:///ABS/PATH or leveldb://REL/PATH"
+        "[?sync=false|true&compression=snappy|none&create=true|false]"
+    )
+    capabilities = Capabilities(
+        persistent=True,
+        range_scan=True,
+        reverse_scan=True,
+        snapshots=True,
+        sync_writes=True,
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: bool = False,
+        compression: str | None = "snappy",
+        create: bool = True,
+    ) -> None:
+        """Open (by default creating) the LevelDB database in directory ``path``.
+
+        ``sync`` makes every write durable before it returns; ``compression``
+        is ``"snappy"`` or ``"none"``/``None``.
+        """
+        if compression not in ("snappy", "none", None):
+            raise ValueError(f"compression must be 'snappy' or 'none', not {compression!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.sync = sync
+        self._closed = False
+        if not create and not os.path.isfile(os.path.join(self.path, "CURRENT")):
+            # LevelDB would create the directory and a LOCK file before failing.
+            raise StorageError(
+                f"no LevelDB database at {self.path}: it does not exist and create is off"
+            )
+        try:
+            if create:
+                os.makedirs(self.path, exist_ok=True)
+            db = plyvel.DB(
+                self.path,
+                create_if_missing=create,
+                compression=None if compression == "none" else compression,
+            )
+        except plyvel.IOError as exc:
+            message = _driver_message(exc)
+            if "lock" in message.lower():
+                raise StorageLockedError(
+                    f"LevelDB database at {self.path} is locked: another process, or another "
+                    f"open handle in this process, is using it ({message})",
+                    original=exc,
+                ) from exc
+            raise StorageError(
+                f"cannot open LevelDB database at {self.path}: {message}", original=exc
+            ) from exc
+        except (plyvel.Error, OSError) as exc:
+            raise StorageError(
+                f"cannot open LevelDB database at {self.path}: {_driver_message(exc)}",
+                original=exc,
+            ) from exc
+        self._db: Any = db
+        self._bind(db, sync)
+
+    def _bind(self, db: Any, sync: bool) -> None:
+        self._get: Callable[[bytes], bytes | None] = db.get
+        self._iterator: Callable[..., Any] = db.iterator
+        self._snapshot: Callable[[], Any] = db.snapshot
+        if sync:
+            self._put: Callable[[bytes, bytes], None] = functools.partial(db.put, sync=True)
+            self._delete: Callable[[bytes], None] = functools.partial(db.delete, sync=True)
+            self._write_batch: Callable[[], Any] = functools.partial(
+                db.write_batch, transaction=True, sync=True
+            )
+        else:
+            self._put = db.put
+            self._delete = db.delete
+            self._write_batch = functools.partial(db.write_batch, transaction=True)
+
+    @classmethod
+    def from_url(cls, url: StorageURL) -> Self:
+        """Open ``leveldb:///ABS/PATH`` or ``leveldb://REL/PATH`` with its query options."""
+        url.reject_unknown_options(_OPTIONS)
+        path = url.file_path()
+        return cls(
+            path,
+            sync=url.bool_option("sync", False),
+            compression=url.choice_option("compression", "snappy", ("snappy", "none")),
+            create=url.bool_option("create", True),
+        )
+
+    def _error(self, exc: BaseException) -> StorageError:
+        if self._closed:
+            return StorageClosedError(f"LevelDB store at {self.path} is closed", original=exc)
+        return StorageError(f"LevelDB error on {self.path}: {_driver_message(exc)}", original=exc)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def get(self, key: bytes) -> bytes | None:
+        if not key:
+            check_key(key)
+        try:
+            return self._get(key)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def set(self, key: bytes, value: bytes) -> None:
+        if not key:
+            check_key(key)
+        if type(value) is not bytes:
+            check_value(value)
+        try:
+            self._put(key, value)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def delete(self, key: bytes) -> None:
+        if not key:
+            check_key(key)
+        try:
+            self._delete(key)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        if type(prefix) is not bytes:
+            check_prefix(prefix)
+        try:
+            it = self._iterator(prefix=prefix)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        return _iterate(it, self._error)
+
+    def scan_range(
+        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        check_range(start, end, reverse)
+        try:
+            it = self._iterator(start=start, stop=end, reverse=reverse)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        return _iterate(it, self._error)
+
+    def write_batch(self, ops: Iterable[BatchOp]) -> None:
+        try:
+            wb = self._write_batch()
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        put = wb.put
+        delete = wb.delete
+        try:
+            # Nothing reaches the database before ``write()``: an invalid
+            # operation part-way through leaves the store untouched.
+            for op in ops:
+                if type(op) is not tuple:
+                    _bad_op()
+                try:
+                    key, value = op
+                except ValueError:
+                    _bad_op()
+                if not key:
+                    check_key(key)
+                if type(value) is bytes:
+                    put(key, value)
+                elif value is None:
+                    delete(key)
+                else:
+                    check_value(value)
+            wb.write()
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def batch(self) -> Batch:
+        try:
+            wb = self._write_batch()
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        return _LevelDBBatch(wb, self._error)
+
+    def snapshot(self) -> Snapshot:
+        try:
+            snap = self._snapshot()
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+        return _LevelDBSnapshot(snap, self.path)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        closed = functools.partial(_raise_closed, self.path)
+        self._get = self._put = self._delete = closed
+        self._iterator = self._write_batch = self._snapshot = closed
+        self._db.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.path!r} sync={self.sync} {state}>"

@@ -1,0 +1,24 @@
+"""The shared storage conformance kit, run against LevelDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from supervm.testing import StorageConformance
+
+
+class TestLevelDBConformance(StorageConformance):
+    """Default options: snappy compression, asynchronous writes."""
+
+    def storage_url(self, workdir: Path) -> str:
+        return f"leveldb://{quote(str(workdir))}"
+
+
+class TestLevelDBSyncUncompressedConformance(StorageConformance):
+    """``sync=true`` and ``compression=none`` take different driver paths."""
+
+    machine_examples = 15
+
+    def storage_url(self, workdir: Path) -> str:
+        return f"leveldb://{quote(str(workdir))}?sync=true&compression=none"
