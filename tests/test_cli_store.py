@@ -34,6 +34,7 @@ def test_default_store_is_embedded_rocksdb_and_persists(tmp_path: Path) -> None:
 
 def test_hex_keys(tmp_path: Path) -> None:
     store = f"lmdb://{tmp_path}/db"
-    assert _supervm("kv", "--store", store, "--hex", "set", "00ff", "", home=tmp_path).returncode == 0
+    done = _supervm("kv", "--store", store, "--hex", "set", "00ff", "", home=tmp_path)
+    assert done.returncode == 0, done.stderr
     out = _supervm("kv", "--store", store, "--hex", "scan", "00", home=tmp_path)
     assert out.stdout == "00ff\t\n"
