@@ -85,3 +85,23 @@ def test_option_parsing_errors() -> None:
     with pytest.raises(InvalidURLError, match="malformed"):
         parse_url("x://host:notaport/p")
     assert parse_url("x:///p?sync=YES").bool_option("sync", False) is True
+
+
+def test_passwords_never_reach_messages() -> None:
+    from supervm.url import mask_password
+
+    assert mask_password("postgresql://u:secret@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
+    assert mask_password("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_password("memory://") == "memory://"
+    url = parse_url("postgresql://u:secret@h/db?retries=x&bogus=1")
+    for call in (
+        lambda: url.int_option("retries", 1),
+        lambda: url.reject_unknown_options(["retries"]),
+    ):
+        with pytest.raises(InvalidURLError) as info:
+            call()
+        assert "secret" not in str(info.value)
+        assert "u:***@h" in str(info.value)
+    with pytest.raises(InvalidURLError) as info:
+        parse_url("postgresql://u:secret@h:port/db")
+    assert "secret" not in str(info.value)

@@ -77,7 +77,7 @@ class MemoryStorage(Storage):
         if url.netloc or url.path not in ("", "/"):
             from supervm.errors import InvalidURLError
 
-            raise InvalidURLError(f"memory:// takes no host or path, got {url.raw!r}")
+            raise InvalidURLError(f"memory:// takes no host or path, got {url.safe!r}")
         return cls()
 
     @property

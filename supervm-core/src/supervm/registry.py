@@ -182,7 +182,7 @@ def open_storage(url: str | StorageURL) -> Storage:
     except (TypeError, ValueError) as exc:
         if isinstance(exc, InvalidURLError):
             raise
-        raise InvalidURLError(f"cannot open {parsed.raw!r}: {exc}") from exc
+        raise InvalidURLError(f"cannot open {parsed.safe!r}: {exc}") from exc
     from supervm.hooks import plugin_manager
 
     plugin_manager().hook.supervm_storage_opened(storage=storage, url=parsed)

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from supervm.errors import InvalidURLError
 
-__all__ = ["StorageURL", "parse_url"]
+__all__ = ["StorageURL", "mask_password", "parse_url"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -29,6 +29,11 @@ class StorageURL:
     options: dict[str, str] = field(default_factory=dict)
 
     @property
+    def safe(self) -> str:
+        """The URL with any password replaced by ``***``, for messages and logs."""
+        return mask_password(self.raw)
+
+    @property
     def backend(self) -> str:
         """The scheme without a ``+driver`` suffix (``postgresql+psycopg`` -> ``postgresql``)."""
         return self.scheme.split("+", 1)[0]
@@ -37,11 +42,11 @@ class StorageURL:
         """Filesystem path of a file back end: ``x:///abs/dir`` or ``x://relative/dir``."""
         if self.username or self.password or self.port is not None:
             raise InvalidURLError(
-                f"{self.scheme}:// names a local path and takes no user or port, got {self.raw!r}"
+                f"{self.scheme}:// names a local path and takes no user or port, got {self.safe!r}"
             )
         path = unquote(self.netloc) + self.path
         if not path or path == "/":
-            raise InvalidURLError(f"{self.scheme}:// URL needs a database path, got {self.raw!r}")
+            raise InvalidURLError(f"{self.scheme}:// URL needs a database path, got {self.safe!r}")
         return path
 
     def bool_option(self, name: str, default: bool) -> bool:
@@ -54,7 +59,7 @@ class StorageURL:
             return True
         if low in _FALSE:
             return False
-        raise InvalidURLError(f"option {name}={value!r} in {self.raw!r} is not a boolean")
+        raise InvalidURLError(f"option {name}={value!r} in {self.safe!r} is not a boolean")
 
     def int_option(self, name: str, default: int, *, minimum: int = 0) -> int:
         """Integer query option no smaller than ``minimum``."""
@@ -65,10 +70,10 @@ class StorageURL:
             number = int(value)
         except ValueError:
             raise InvalidURLError(
-                f"option {name}={value!r} in {self.raw!r} is not an integer"
+                f"option {name}={value!r} in {self.safe!r} is not an integer"
             ) from None
         if number < minimum:
-            raise InvalidURLError(f"option {name}={value!r} in {self.raw!r} must be >= {minimum}")
+            raise InvalidURLError(f"option {name}={value!r} in {self.safe!r} must be >= {minimum}")
         return number
 
     def choice_option(self, name: str, default: str, choices: Iterable[str]) -> str:
@@ -77,7 +82,7 @@ class StorageURL:
         value = self.options.get(name, default).lower()
         if value not in allowed:
             raise InvalidURLError(
-                f"option {name}={value!r} in {self.raw!r} must be one of {', '.join(allowed)}"
+                f"option {name}={value!r} in {self.safe!r} must be one of {', '.join(allowed)}"
             )
         return value
 
@@ -88,9 +93,22 @@ class StorageURL:
         if unknown:
             hint = ", ".join(sorted(allowed)) or "none"
             raise InvalidURLError(
-                f"unknown option(s) {', '.join(unknown)} in {self.raw!r}; "
+                f"unknown option(s) {', '.join(unknown)} in {self.safe!r}; "
                 f"{self.scheme}:// accepts: {hint}"
             )
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
 
 
 def parse_url(url: str) -> StorageURL:
@@ -105,18 +123,18 @@ def parse_url(url: str) -> StorageURL:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURLError(f"malformed storage URL {url!r}: {exc}") from None
+        raise InvalidURLError(f"malformed storage URL {mask_password(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if not scheme:
-        raise InvalidURLError(f"storage URL {url!r} has no scheme")
+        raise InvalidURLError(f"storage URL {mask_password(url)!r} has no scheme")
     try:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
-        raise InvalidURLError(f"malformed query string in {url!r}: {exc}") from None
+        raise InvalidURLError(f"malformed query string in {mask_password(url)!r}: {exc}") from None
     options: dict[str, str] = {}
     for key, value in pairs:
         if key in options:
-            raise InvalidURLError(f"option {key!r} given twice in {url!r}")
+            raise InvalidURLError(f"option {key!r} given twice in {mask_password(url)!r}")
         options[key] = value
     return StorageURL(
         raw=url,
