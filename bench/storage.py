@@ -104,7 +104,7 @@ def raw_lmdb(path: str) -> Target:
     import lmdb
 
     os.makedirs(path, exist_ok=True)
-    env = lmdb.open(path, map_size=1 << 30)
+    env = lmdb.open(path, map_size=1 << 30, max_spare_txns=4)  # the settings LMDBStorage uses
 
     def get(key: bytes) -> object:
         with env.begin() as txn:
