@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -307,7 +307,7 @@ class StorageConformance:
         caps = store.capabilities
         store.close()
         assert store.closed
-        calls = [
+        calls: list[Callable[[], object]] = [
             lambda: store.get(b"k"),
             lambda: store.set(b"k", b"v"),
             lambda: store.delete(b"k"),

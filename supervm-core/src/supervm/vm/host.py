@@ -1,0 +1,279 @@
+"""What host functions do, independent of how wasm reaches them.
+
+A :class:`Host` is built for one call. It holds the call's context (input,
+sender, block), its private overlay of writes, the keys it read and prefixes it
+scanned, its events and return data, and the register. Subclasses supply guest
+memory access and fuel accounting for the fast (C-API) and public call paths;
+both paths run exactly this code, so receipts and gas agree.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from supervm.vm.abi import Limits
+
+__all__ = ["Host", "HostError", "OutOfGas", "Revert", "StateView"]
+
+
+class StateView(Protocol):
+    """Read access to committed state, as a call sees it."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """Value of ``key`` or ``None``."""
+
+    def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+        """Pairs whose key starts with ``prefix``, in ascending key order."""
+
+
+class HostError(Exception):
+    """A contract misused a host function; the call ends with status ``trapped``."""
+
+
+class Revert(Exception):
+    """The contract called ``revert``; the call ends with status ``reverted``."""
+
+
+class OutOfGas(Exception):
+    """Gas ran out inside a host function; the call ends with status ``out_of_gas``."""
+
+
+_EMPTY: tuple[()] = ()
+
+
+def _merged(
+    base: Iterator[tuple[bytes, bytes]], overlay: list[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """``base`` with ``overlay`` applied (overlay wins; ``None`` hides a key), in key order."""
+    if not overlay:
+        yield from base
+        return
+    own = dict(overlay)
+    last = None
+    # heapq.merge is stable: for equal keys the overlay (listed first) comes first.
+    tagged_overlay = ((k, 0, v) for k, v in overlay)
+    tagged_base = ((k, 1, v) for k, v in base)
+    for key, _, value in heapq.merge(tagged_overlay, tagged_base):
+        if key == last:
+            continue
+        last = key
+        if key in own:
+            value = own[key]
+            if value is None:
+                continue
+        yield key, value  # type: ignore[misc]
+
+
+class _Iterator:
+    __slots__ = ("current", "items", "strip")
+
+    def __init__(self, items: Iterator[tuple[bytes, bytes]], strip: int) -> None:
+        self.items = items
+        self.strip = strip
+        self.current: tuple[bytes, bytes] | None = None
+
+
+class Host:
+    """State and semantics of one contract call (see ``docs/abi.md``)."""
+
+    def __init__(
+        self,
+        view: StateView,
+        *,
+        namespace: bytes,
+        address: bytes,
+        sender: bytes,
+        input: bytes,
+        block_height: int,
+        block_timestamp: int,
+        limits: Limits,
+    ) -> None:
+        self.view = view
+        self.namespace = namespace
+        self.address = address
+        self.sender = sender
+        self.input = input
+        self.height = block_height
+        self.timestamp = block_timestamp
+        self.limits = limits
+        self.register = b""
+        self.writes: dict[bytes, bytes | None] = {}
+        self.reads: set[bytes] = set()
+        self.scans: list[bytes] = []
+        self.events: list[tuple[bytes, bytes]] = []
+        self.return_data = b""
+        self.iterators: list[_Iterator] = []
+        #: The exception that ended the call from inside a host function, if any.
+        self.outcome: BaseException | None = None
+
+    # -- supplied by the call path -------------------------------------------
+
+    def read(self, ptr: int, length: int) -> bytes:
+        """Copy ``length`` bytes of guest memory at ``ptr`` (HostError when out of bounds)."""
+        raise NotImplementedError
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Copy ``data`` into guest memory at ``ptr`` (HostError when out of bounds)."""
+        raise NotImplementedError
+
+    def charge(self, gas: int) -> None:
+        """Take ``gas`` from the call's remaining fuel, or raise :class:`OutOfGas`."""
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------
+
+    def _key(self, ptr: int, length: int) -> bytes:
+        if length <= 0:
+            raise HostError("storage keys must not be empty")
+        if length > self.limits.max_key_size:
+            raise HostError(
+                f"key of {length} bytes exceeds the limit of {self.limits.max_key_size}"
+            )
+        return self.namespace + self.read(ptr, length)
+
+    def _lookup(self, key: bytes) -> bytes | None:
+        writes = self.writes
+        if key in writes:
+            return writes[key]
+        self.reads.add(key)
+        return self.view.get(key)
+
+    def _put(self, data: bytes) -> int:
+        self.register = data
+        return len(data)
+
+    # -- ABI v1 ------------------------------------------------------------------
+
+    def read_register(self, ptr: int) -> None:
+        register = self.register
+        self.charge(10 + len(register))
+        self.write(ptr, register)
+
+    def input_(self) -> int:
+        self.charge(20 + len(self.input))
+        return self._put(self.input)
+
+    def caller(self) -> int:
+        self.charge(20 + len(self.sender))
+        return self._put(self.sender)
+
+    def address_(self) -> int:
+        self.charge(20 + len(self.address))
+        return self._put(self.address)
+
+    def block_height(self) -> int:
+        self.charge(10)
+        return self.height
+
+    def block_timestamp(self) -> int:
+        self.charge(10)
+        return self.timestamp
+
+    def storage_get(self, key_ptr: int, key_len: int) -> int:
+        self.charge(200 + max(key_len, 0))
+        value = self._lookup(self._key(key_ptr, key_len))
+        if value is None:
+            self.register = b""
+            return -1
+        self.charge(len(value))
+        self.register = value
+        return len(value)
+
+    def storage_set(self, key_ptr: int, key_len: int, value_ptr: int, value_len: int) -> None:
+        if value_len < 0 or value_len > self.limits.max_value_size:
+            raise HostError(
+                f"value of {value_len} bytes exceeds the limit of {self.limits.max_value_size}"
+            )
+        self.charge(400 + 2 * (max(key_len, 0) + value_len))
+        key = self._key(key_ptr, key_len)
+        self.writes[key] = self.read(value_ptr, value_len)
+
+    def storage_delete(self, key_ptr: int, key_len: int) -> None:
+        self.charge(300 + max(key_len, 0))
+        self.writes[self._key(key_ptr, key_len)] = None
+
+    def storage_iter(self, prefix_ptr: int, prefix_len: int) -> int:
+        if prefix_len < 0 or prefix_len > self.limits.max_key_size:
+            raise HostError(f"iterator prefix of {prefix_len} bytes is not allowed")
+        if len(self.iterators) >= self.limits.max_iterators:
+            raise HostError(f"more than {self.limits.max_iterators} iterators in one call")
+        self.charge(300 + prefix_len)
+        prefix = self.namespace + self.read(prefix_ptr, prefix_len)
+        self.scans.append(prefix)
+        own = sorted((k, v) for k, v in self.writes.items() if k.startswith(prefix))
+        items = _merged(iter(self.view.scan(prefix)), own)
+        self.iterators.append(_Iterator(items, len(self.namespace)))
+        return len(self.iterators) - 1
+
+    def _iterator(self, handle: int) -> _Iterator:
+        if not 0 <= handle < len(self.iterators):
+            raise HostError(f"no iterator with handle {handle}")
+        return self.iterators[handle]
+
+    def storage_iter_next(self, handle: int) -> int:
+        self.charge(100)
+        it = self._iterator(handle)
+        it.current = next(it.items, None)
+        if it.current is None:
+            self.register = b""
+            return -1
+        key = it.current[0][it.strip :]
+        self.charge(len(key))
+        return self._put(key)
+
+    def storage_iter_value(self, handle: int) -> int:
+        self.charge(50)
+        it = self._iterator(handle)
+        if it.current is None:
+            raise HostError("storage_iter_value called with no current key")
+        value = it.current[1]
+        self.charge(len(value))
+        return self._put(value)
+
+    def return_data_(self, ptr: int, length: int) -> None:
+        if length < 0 or length > self.limits.max_return_size:
+            raise HostError(
+                f"return data of {length} bytes exceeds the limit of {self.limits.max_return_size}"
+            )
+        self.charge(20 + length)
+        self.return_data = self.read(ptr, length)
+
+    def revert(self, ptr: int, length: int) -> None:
+        if length < 0 or length > self.limits.max_return_size:
+            raise HostError(f"revert message of {length} bytes is too long")
+        self.charge(20 + length)
+        message = self.read(ptr, length)
+        raise Revert(message.decode("utf-8", "backslashreplace"))
+
+    def emit_event(self, topic_ptr: int, topic_len: int, data_ptr: int, data_len: int) -> None:
+        limits = self.limits
+        if len(self.events) >= limits.max_events:
+            raise HostError(f"more than {limits.max_events} events in one call")
+        if topic_len < 0 or topic_len > limits.max_topic_size:
+            raise HostError(f"event topic of {topic_len} bytes exceeds {limits.max_topic_size}")
+        if data_len < 0 or data_len > limits.max_event_data_size:
+            raise HostError(f"event data of {data_len} bytes exceeds {limits.max_event_data_size}")
+        self.charge(200 + 2 * (topic_len + data_len))
+        self.events.append((self.read(topic_ptr, topic_len), self.read(data_ptr, data_len)))
+
+
+#: Host method implementing each ABI function (names that clash with builtins end in "_").
+METHODS: dict[str, str] = {
+    "read_register": "read_register",
+    "input": "input_",
+    "caller": "caller",
+    "address": "address_",
+    "block_height": "block_height",
+    "block_timestamp": "block_timestamp",
+    "storage_get": "storage_get",
+    "storage_set": "storage_set",
+    "storage_delete": "storage_delete",
+    "storage_iter": "storage_iter",
+    "storage_iter_next": "storage_iter_next",
+    "storage_iter_value": "storage_iter_value",
+    "return_data": "return_data_",
+    "revert": "revert",
+    "emit_event": "emit_event",
+}

@@ -1,0 +1,405 @@
+"""Running one contract method: the fast (unchecked C-API) path and the public-API path.
+
+Both paths drive the same :class:`~supervm.vm.host.Host` code and report a
+:class:`CallOutcome`; the runtime turns that into a receipt. The fast path keeps
+one instance per contract and thread and, before each call, restores linear
+memory and every global from the image taken right after instantiation (or
+makes a fresh instance when that would not be enough), so no call sees what an
+earlier call left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+from collections.abc import Callable
+from ctypes import addressof, c_uint64, c_void_p
+from dataclasses import dataclass
+from typing import Any
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from supervm.vm import _capi
+from supervm.vm._capi import RAW, RAW_CALLBACK, VAL_RAW_SIZE, keep_alive
+from supervm.vm.abi import HostFunctionSpec, Limits
+from supervm.vm.engine import CompiledContract
+from supervm.vm.host import METHODS, Host, HostError, OutOfGas
+
+__all__ = ["CallOutcome", "FastPath", "PublicPath", "trap_name"]
+
+_PAGE = 65536
+
+
+@dataclass
+class CallOutcome:
+    """How a call into wasm ended, before the host's own outcome is considered."""
+
+    fuel_left: int
+    #: ``None`` when the call returned normally.
+    trap: str | None = None
+    out_of_fuel: bool = False
+
+
+def trap_name(code: int | None) -> str:
+    """Stable text for a wasm trap code (the same on both call paths)."""
+    if code is None:
+        return "wasm trap"
+    return "wasm trap: " + _capi.TRAP_NAMES.get(code, f"code {code}").replace("_", " ")
+
+
+# -- the fast path -------------------------------------------------------------------
+
+_SLOT = {"i32": "i12x", "i64": "q8x", "f32": "f12x", "f64": "d8x"}
+_current = threading.local()
+
+
+class _FastHost(Host):
+    """Guest memory through the instance's fixed base address; gas through store fuel."""
+
+    ctx: int = 0
+    base: int = 0
+    size: int = 0
+    mem: int = 0
+    fuel: Any = None
+    fuel_addr: int = 0
+
+    def read(self, ptr: int, length: int) -> bytes:
+        if ptr < 0 or length < 0 or ptr + length > self.size:
+            self.size = RAW.memory_data_size(self.ctx, self.mem)
+            if ptr < 0 or length < 0 or ptr + length > self.size:
+                raise HostError(
+                    f"guest memory access out of bounds: {length} bytes at {ptr} "
+                    f"(memory is {self.size} bytes)"
+                )
+        return ctypes.string_at(self.base + ptr, length)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        length = len(data)
+        if ptr < 0 or ptr + length > self.size:
+            self.size = RAW.memory_data_size(self.ctx, self.mem)
+            if ptr < 0 or ptr + length > self.size:
+                raise HostError(
+                    f"guest memory access out of bounds: {length} bytes at {ptr} "
+                    f"(memory is {self.size} bytes)"
+                )
+        ctypes.memmove(self.base + ptr, data, length)
+
+    def charge(self, gas: int) -> None:
+        ctx = self.ctx
+        RAW.context_get_fuel(ctx, self.fuel_addr)
+        left = self.fuel.value
+        if left < gas:
+            RAW.context_set_fuel(ctx, 0)
+            raise OutOfGas
+        RAW.context_set_fuel(ctx, left - gas)
+
+
+def _trap_for(exc: BaseException) -> int:
+    """Record ``exc`` on the current host and return a trap for wasmtime. Never raises."""
+    try:
+        host = getattr(_current, "host", None)
+        if host is not None and host.outcome is None:
+            host.outcome = exc
+        return _capi.make_trap(f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        result: int = RAW.trap_new(b"host error", 10)
+        return result
+
+
+def _trampoline(spec: HostFunctionSpec) -> Any:
+    method: Callable[..., Any] = getattr(Host, METHODS[spec.name])
+    nslots = max(len(spec.params), len(spec.results), 1)
+    unpack = struct.Struct("<" + "".join(_SLOT[t] for t in spec.params)).unpack_from
+    pack = struct.Struct("<" + "".join(_SLOT[t] for t in spec.results)).pack_into
+    has_result = bool(spec.results)
+    view_type = ctypes.c_char * (nslots * VAL_RAW_SIZE)
+    views: dict[int, Any] = {}
+    current = _current
+
+    def call(env: int, caller: int, args: int, count: int) -> int:
+        try:
+            view = views.get(args)
+            if view is None:
+                if len(views) > 256:
+                    views.clear()
+                view = views[args] = view_type.from_address(args)
+            result = method(current.host, *unpack(view))
+            if has_result:
+                pack(view, 0, result)
+            return 0
+        except BaseException as exc:  # nothing may cross into C
+            return _trap_for(exc)
+
+    callback = RAW_CALLBACK(call)
+    keep_alive(callback)
+    return callback
+
+
+def _functype(params: tuple[str, ...], results: tuple[str, ...]) -> wasmtime.FuncType:
+    kinds = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64,
+             "f32": wasmtime.ValType.f32, "f64": wasmtime.ValType.f64}  # fmt: skip
+    return wasmtime.FuncType([kinds[t]() for t in params], [kinds[t]() for t in results])
+
+
+def define_unchecked(linker: wasmtime.Linker, module: str, spec: HostFunctionSpec) -> None:
+    """Define host function ``spec`` on ``linker`` through the unchecked C API."""
+    callback = _trampoline(spec)
+    mod, name = module.encode(), spec.name.encode()
+    functype = _functype(spec.params, spec.results)
+    err = ffi.wasmtime_linker_define_func_unchecked(
+        linker.ptr(), mod, len(mod), name, len(name), functype.ptr(),
+        ctypes.cast(callback, ffi.wasmtime_func_unchecked_callback_t), None,
+        _capi.NULL_FINALIZER,
+    )  # fmt: skip
+    if err:
+        raise RuntimeError(f"defining host function {spec.name}: {_capi.error_text(int(err))}")
+
+
+class _FastInstance:
+    """One store and one instance of a contract, driven through the unchecked C API."""
+
+    def __init__(self, engine: wasmtime.Engine, pre: wasmtime.InstancePre, limits: Limits) -> None:
+        self.store = RAW.store_new(addressof(engine.ptr().contents), None, None)
+        RAW.store_limiter(
+            self.store, limits.max_memory_pages * _PAGE, limits.max_table_elements, 1,
+            limits.max_tables, 1,
+        )  # fmt: skip
+        self.ctx = RAW.store_context(self.store)
+        self.instance = ffi.wasmtime_instance_t()
+        trap = c_void_p()
+        err = RAW.instance_pre_instantiate(
+            addressof(pre.ptr().contents), self.ctx, addressof(self.instance), addressof(trap)
+        )
+        if err or trap.value:
+            message = _capi.error_text(int(err)) if err else _capi.trap_text(trap.value or 0)[0]
+            self.close()
+            raise HostError(f"instantiating the contract failed: {message}")
+        self._extern = ffi.wasmtime_extern_t()
+        memory = self._export("memory")
+        self.memory = memory.of.memory
+        self.mem = addressof(self.memory)
+        self.base: int = RAW.memory_data(self.ctx, self.mem)
+        self.size: int = RAW.memory_data_size(self.ctx, self.mem)
+        self.funcs: dict[str, tuple[Any, int]] = {}
+        self.args = (ffi.wasmtime_val_raw_t * 1)()
+        self.args_addr = addressof(self.args)
+        self.trap = c_void_p()
+        self.trap_addr = addressof(self.trap)
+        self.fuel = c_uint64()
+        self.fuel_addr = addressof(self.fuel)
+        self.image = ctypes.string_at(self.base, self.size)
+        self.globals: list[tuple[Any, Any]] = []
+        for export in pre.module.exports:
+            if isinstance(export.type, wasmtime.GlobalType) and export.type.mutable:
+                handle = self._export(export.name).of.global_
+                value = ffi.wasmtime_val_t()
+                RAW.global_get(self.ctx, addressof(handle), addressof(value))
+                self.globals.append((handle, value))
+        self.dirty = False
+
+    def _export(self, name: str) -> Any:
+        extern = ffi.wasmtime_extern_t()
+        data = name.encode()
+        if not RAW.instance_export_get(
+            self.ctx, addressof(self.instance), data, len(data), addressof(extern)
+        ):
+            raise HostError(f"contract has no export {name!r}")
+        return extern
+
+    def func(self, name: str) -> int:
+        entry = self.funcs.get(name)
+        if entry is None:
+            func = self._export(name).of.func
+            entry = self.funcs[name] = (func, addressof(func))
+        return entry[1]
+
+    def reset(self) -> bool:
+        """Restore memory and globals to their post-instantiation image."""
+        if RAW.memory_data_size(self.ctx, self.mem) != self.size:
+            return False
+        ctypes.memmove(self.base, self.image, self.size)
+        ctx = self.ctx
+        for handle, value in self.globals:
+            err = RAW.global_set(ctx, addressof(handle), addressof(value))
+            if err:
+                raise RuntimeError(_capi.error_text(err))
+        self.dirty = False
+        return True
+
+    def close(self) -> None:
+        if self.store:
+            RAW.store_delete(self.store)
+            self.store = None
+
+
+class FastPath:
+    """Calls through ``wasmtime_func_call_unchecked`` with unchecked host functions."""
+
+    name = "fast"
+
+    def __init__(self, engine: wasmtime.Engine, limits: Limits, specs: list[HostFunctionSpec],
+                 module: str, release_gil: bool = False) -> None:  # fmt: skip
+        self.engine = engine
+        self.limits = limits
+        self.linker = wasmtime.Linker(engine)
+        for spec in specs:
+            define_unchecked(self.linker, module, spec)
+        self.call_unchecked = (_capi.RAW_NOGIL if release_gil else RAW).func_call_unchecked
+        self._local = threading.local()
+
+    def new_host(self, **kwargs: Any) -> Host:
+        return _FastHost(**kwargs)
+
+    def _instance(self, contract: CompiledContract) -> _FastInstance:
+        instances: dict[bytes, _FastInstance] | None = getattr(self._local, "instances", None)
+        if instances is None:
+            instances = self._local.instances = {}
+        instance = instances.get(contract.code_hash)
+        if (
+            instance is not None
+            and instance.dirty
+            and (not contract.resettable or not instance.reset())
+        ):
+            instance.close()
+            instance = None
+        if instance is None:
+            pre = contract.cache.get("fast_pre")
+            if pre is None:
+                pre = contract.cache["fast_pre"] = self.linker.instantiate_pre(contract.module)
+            instance = instances[contract.code_hash] = _FastInstance(self.engine, pre, self.limits)
+        return instance
+
+    def call(self, contract: CompiledContract, method: str, host: Host, fuel: int) -> CallOutcome:
+        instance = self._instance(contract)
+        assert isinstance(host, _FastHost)
+        ctx = instance.ctx
+        host.ctx = ctx
+        host.base = instance.base
+        host.size = instance.size
+        host.mem = instance.mem
+        host.fuel = instance.fuel
+        host.fuel_addr = instance.fuel_addr
+        func = instance.func(method)
+        RAW.context_set_fuel(ctx, fuel)
+        instance.dirty = True
+        _current.host = host
+        try:
+            err = self.call_unchecked(ctx, func, instance.args_addr, 1, instance.trap_addr)
+        finally:
+            _current.host = None
+        RAW.context_get_fuel(ctx, instance.fuel_addr)
+        left: int = instance.fuel.value
+        if err:
+            return CallOutcome(left, _capi.error_text(err))
+        trap = instance.trap.value
+        if trap:
+            instance.trap.value = None
+            _, code = _capi.trap_text(trap)
+            return CallOutcome(left, trap_name(code), code == _capi.OUT_OF_FUEL)
+        return CallOutcome(left)
+
+
+# -- the public path -------------------------------------------------------------------
+
+
+class _PublicHost(Host):
+    """Guest memory and fuel through wasmtime-py's public objects."""
+
+    store: Any = None
+    memory: Any = None
+
+    def _check(self, ptr: int, length: int) -> None:
+        size = self.memory.data_len(self.store)
+        if ptr < 0 or length < 0 or ptr + length > size:
+            raise HostError(
+                f"guest memory access out of bounds: {length} bytes at {ptr} "
+                f"(memory is {size} bytes)"
+            )
+
+    def read(self, ptr: int, length: int) -> bytes:
+        self._check(ptr, length)
+        data: bytes = self.memory.read(self.store, ptr, ptr + length)
+        return bytes(data)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        self._check(ptr, len(data))
+        self.memory.write(self.store, data, ptr)
+
+    def charge(self, gas: int) -> None:
+        left = self.store.get_fuel()
+        if left < gas:
+            self.store.set_fuel(0)
+            raise OutOfGas
+        self.store.set_fuel(left - gas)
+
+
+class PublicPath:
+    """Calls through wasmtime-py's public API: a fresh store and instance per call."""
+
+    name = "public"
+
+    def __init__(self, engine: wasmtime.Engine, limits: Limits, specs: list[HostFunctionSpec],
+                 module: str) -> None:  # fmt: skip
+        self.engine = engine
+        self.limits = limits
+        self.linker = wasmtime.Linker(engine)
+        self._local = threading.local()
+        for spec in specs:
+            self.linker.define_func(
+                module, spec.name, _functype(spec.params, spec.results), self._host_function(spec)
+            )
+
+    def _host_function(self, spec: HostFunctionSpec) -> Callable[..., Any]:
+        method: Callable[..., Any] = getattr(Host, METHODS[spec.name])
+        local = self._local
+
+        def call(*args: Any) -> Any:
+            host = local.host
+            try:
+                return method(host, *args)
+            except BaseException as exc:
+                if host.outcome is None:
+                    host.outcome = exc
+                raise
+
+        return call
+
+    def new_host(self, **kwargs: Any) -> Host:
+        return _PublicHost(**kwargs)
+
+    def call(self, contract: CompiledContract, method: str, host: Host, fuel: int) -> CallOutcome:
+        assert isinstance(host, _PublicHost)
+        store = wasmtime.Store(self.engine)
+        limits = self.limits
+        store.set_limits(
+            memory_size=limits.max_memory_pages * _PAGE,
+            table_elements=limits.max_table_elements,
+            instances=1,
+            tables=limits.max_tables,
+            memories=1,
+        )
+        try:
+            instance = self.linker.instantiate(store, contract.module)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise HostError(f"instantiating the contract failed: {exc}") from None
+        exports = instance.exports(store)
+        host.store = store
+        host.memory = exports["memory"]
+        func: Any = exports[method]
+        store.set_fuel(fuel)
+        self._local.host = host
+        try:
+            func(store)
+        except wasmtime.Trap as exc:
+            code = exc.trap_code
+            number = None if code is None else int(code.value)
+            return CallOutcome(store.get_fuel(), trap_name(number), number == _capi.OUT_OF_FUEL)
+        except Exception as exc:
+            if host.outcome is not None:
+                return CallOutcome(store.get_fuel(), str(exc))
+            return CallOutcome(store.get_fuel(), f"{type(exc).__name__}: {exc}")
+        finally:
+            self._local.host = None
+        return CallOutcome(store.get_fuel())

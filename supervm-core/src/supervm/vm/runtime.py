@@ -1,0 +1,407 @@
+"""The SuperVM runtime: deploy contracts and call them against any :class:`Storage`."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from supervm.errors import SuperVMError
+from supervm.memory import MemoryStorage
+from supervm.storage import Storage
+from supervm.vm.abi import HOST_FUNCTIONS, HOST_MODULE, HostFunctionSpec, Limits
+from supervm.vm.engine import (
+    CompiledContract,
+    code_hash,
+    compile_contract,
+    make_engine,
+)
+from supervm.vm.host import Host, HostError, OutOfGas, Revert, StateView
+from supervm.vm.instance import FastPath, PublicPath
+
+__all__ = [
+    "CODE_PREFIX",
+    "CONTRACT_PREFIX",
+    "STATE_PREFIX",
+    "Event",
+    "Receipt",
+    "Runtime",
+    "Status",
+    "contract_address",
+]
+
+#: Key layout in storage: contract state, code by hash, contract -> code hash.
+STATE_PREFIX = b"c"
+CODE_PREFIX = b"m/code/"
+CONTRACT_PREFIX = b"m/contract/"
+ADDRESS_SIZE = 20
+MAX_SENDER_SIZE = 64
+DEFAULT_GAS_LIMIT = 10_000_000
+
+
+class Status(enum.StrEnum):
+    """How a call ended."""
+
+    OK = "ok"
+    REVERTED = "reverted"
+    OUT_OF_GAS = "out_of_gas"
+    TRAPPED = "trapped"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event a contract emitted."""
+
+    contract: bytes
+    topic: bytes
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The outcome of one call. Only ``ok`` receipts carry a write set that was applied."""
+
+    status: Status
+    return_data: bytes = b""
+    gas_used: int = 0
+    events: tuple[Event, ...] = ()
+    error: str | None = None
+    #: Storage keys the call read from state (sorted).
+    read_set: tuple[bytes, ...] = ()
+    #: Key prefixes the call iterated over (in call order).
+    scan_set: tuple[bytes, ...] = ()
+    #: (key, value or None for a delete), sorted by key.
+    write_set: tuple[tuple[bytes, bytes | None], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def encode(self) -> bytes:
+        """Canonical bytes of the receipt (used for digests and equality across runs)."""
+        out = bytearray()
+
+        def blob(data: bytes) -> None:
+            out.extend(struct.pack(">I", len(data)))
+            out.extend(data)
+
+        blob(self.status.value.encode())
+        blob(self.return_data)
+        out.extend(struct.pack(">Q", self.gas_used))
+        blob((self.error or "").encode())
+        out.extend(struct.pack(">I", len(self.events)))
+        for event in self.events:
+            blob(event.contract)
+            blob(event.topic)
+            blob(event.data)
+        out.extend(struct.pack(">I", len(self.read_set)))
+        for key in self.read_set:
+            blob(key)
+        out.extend(struct.pack(">I", len(self.scan_set)))
+        for prefix in self.scan_set:
+            blob(prefix)
+        out.extend(struct.pack(">I", len(self.write_set)))
+        for key, value in self.write_set:
+            blob(key)
+            if value is None:
+                out.append(0)
+            else:
+                out.append(1)
+                blob(value)
+        return bytes(out)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly dict (bytes as hex)."""
+        return {
+            "status": self.status.value,
+            "return_data": self.return_data.hex(),
+            "gas_used": self.gas_used,
+            "error": self.error,
+            "events": [
+                {"contract": e.contract.hex(), "topic": e.topic.hex(), "data": e.data.hex()}
+                for e in self.events
+            ],
+            "read_set": [k.hex() for k in self.read_set],
+            "scan_set": [p.hex() for p in self.scan_set],
+            "write_set": [[k.hex(), None if v is None else v.hex()] for k, v in self.write_set],
+        }
+
+
+def contract_address(code: bytes, salt: bytes = b"") -> bytes:
+    """The 20-byte address a contract with this code and salt is deployed at."""
+    return hashlib.sha256(b"supervm/contract" + code_hash(code) + salt).digest()[:ADDRESS_SIZE]
+
+
+class _StorageView:
+    """A :class:`StateView` straight over a store."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.get = storage.get
+        self._storage = storage
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self._storage.scan(prefix)
+
+
+class Runtime:
+    """Deploys WebAssembly contracts and executes calls against a store.
+
+    ``Runtime()`` uses a fresh in-memory store. ``fast=False`` selects
+    wasmtime-py's public API instead of the unchecked C-API path; both give
+    identical receipts.
+    """
+
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        *,
+        fast: bool = True,
+        limits: Limits | None = None,
+        release_gil: bool = False,
+        extra_host_functions: Iterable[HostFunctionSpec] | None = None,
+    ) -> None:
+        self.storage: Storage = MemoryStorage() if storage is None else storage
+        self.limits = limits or Limits()
+        self.engine = make_engine(self.limits)
+        self.host_functions = list(HOST_FUNCTIONS)
+        if extra_host_functions is None:
+            from supervm.vm.plugins import plugin_host_functions
+
+            extra_host_functions = plugin_host_functions()
+        self.host_functions += list(extra_host_functions)
+        self._extra_imports = {
+            spec.name: (spec.params, spec.results) for spec in self.host_functions
+        }
+        self.path: FastPath | PublicPath
+        if fast:
+            self.path = FastPath(
+                self.engine, self.limits, self.host_functions, HOST_MODULE, release_gil
+            )
+        else:
+            self.path = PublicPath(self.engine, self.limits, self.host_functions, HOST_MODULE)
+        self._compiled: OrderedDict[bytes, CompiledContract] = OrderedDict()
+        self._code_of: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+        self.cache_size = 64
+
+    # -- code ------------------------------------------------------------------
+
+    def compile(self, code: bytes) -> CompiledContract:
+        """Validate and compile ``code`` (cached by code hash)."""
+        digest = code_hash(code) if type(code) is bytes else b""
+        with self._lock:
+            cached = self._compiled.get(digest)
+            if cached is not None:
+                self._compiled.move_to_end(digest)
+                return cached
+        compiled = compile_contract(self.engine, code, self.limits, self._extra_imports)
+        with self._lock:
+            self._compiled[compiled.code_hash] = compiled
+            while len(self._compiled) > self.cache_size:
+                self._compiled.popitem(last=False)
+        return compiled
+
+    def deploy(self, code: bytes, *, salt: bytes = b"") -> bytes:
+        """Validate and store ``code``; return the contract's 20-byte address.
+
+        Deploying the same code with the same salt again returns the same address.
+        """
+        if type(salt) is not bytes:
+            raise TypeError(f"salt must be bytes, not {type(salt).__name__}")
+        compiled = self.compile(code)
+        address = contract_address(code, salt)
+        self.storage.write_batch(
+            [
+                (CODE_PREFIX + compiled.code_hash, code),
+                (CONTRACT_PREFIX + address, compiled.code_hash),
+            ]
+        )
+        return address
+
+    def contract_code(self, address: bytes) -> bytes | None:
+        """The code deployed at ``address``, or ``None``."""
+        digest = self._code_of.get(address)
+        if digest is None:
+            digest = self.storage.get(CONTRACT_PREFIX + address)
+            if digest is None:
+                return None
+            self._code_of[address] = digest
+        return self.storage.get(CODE_PREFIX + digest)
+
+    def _contract(self, address: bytes) -> CompiledContract | None:
+        digest = self._code_of.get(address)
+        if digest is None:
+            digest = self.storage.get(CONTRACT_PREFIX + address)
+            if digest is None:
+                return None
+            self._code_of[address] = digest
+        compiled = self._compiled.get(digest)
+        if compiled is not None:
+            return compiled
+        code = self.storage.get(CODE_PREFIX + digest)
+        if code is None:
+            return None
+        return self.compile(code)
+
+    # -- calls ----------------------------------------------------------------
+
+    def call(
+        self,
+        address: bytes,
+        method: str,
+        input: bytes = b"",
+        *,
+        sender: bytes,
+        gas_limit: int = DEFAULT_GAS_LIMIT,
+        block_height: int = 0,
+        block_timestamp: int = 0,
+        commit: bool = True,
+    ) -> Receipt:
+        """Run ``method`` of the contract at ``address``; apply its writes if it succeeds."""
+        receipt = self.run(
+            address, method, input, sender=sender, gas_limit=gas_limit,
+            block_height=block_height, block_timestamp=block_timestamp,
+            view=_StorageView(self.storage),
+        )  # fmt: skip
+        if commit and receipt.status is Status.OK and receipt.write_set:
+            self.storage.write_batch(receipt.write_set)
+        return receipt
+
+    def execute(
+        self,
+        code: bytes,
+        function: str,
+        block_height: int = 0,
+        block_timestamp: int = 0,
+        *,
+        input: bytes = b"",
+        sender: bytes = b"\0" * ADDRESS_SIZE,
+        gas_limit: int = DEFAULT_GAS_LIMIT,
+    ) -> Receipt:
+        """Run ``function`` of ``code`` without deploying it.
+
+        The call runs as the contract ``contract_address(code)`` would, and its
+        writes are applied to that contract's state when it succeeds.
+        """
+        compiled = self.compile(code)
+        address = contract_address(code)
+        receipt = self._run_compiled(
+            compiled, address, function, input, sender, gas_limit, block_height,
+            block_timestamp, _StorageView(self.storage),
+        )  # fmt: skip
+        if receipt.status is Status.OK and receipt.write_set:
+            self.storage.write_batch(receipt.write_set)
+        return receipt
+
+    def run(
+        self,
+        address: bytes,
+        method: str,
+        input: bytes = b"",
+        *,
+        sender: bytes,
+        gas_limit: int = DEFAULT_GAS_LIMIT,
+        block_height: int = 0,
+        block_timestamp: int = 0,
+        view: StateView,
+    ) -> Receipt:
+        """Run a call against ``view`` and return its receipt; nothing is written anywhere."""
+        rejected = self._check_call(address, method, input, sender, gas_limit, block_height,
+                                    block_timestamp)  # fmt: skip
+        if rejected is not None:
+            return rejected
+        compiled = self._contract(address)
+        if compiled is None:
+            return Receipt(Status.REJECTED, error=f"no contract at address {address.hex()}")
+        return self._run_compiled(compiled, address, method, input, sender, gas_limit,
+                                  block_height, block_timestamp, view)  # fmt: skip
+
+    def _check_call(
+        self, address: object, method: object, input: object, sender: object,
+        gas_limit: object, block_height: object, block_timestamp: object,
+    ) -> Receipt | None:  # fmt: skip
+        for name, value in (("address", address), ("input", input), ("sender", sender)):
+            if type(value) is not bytes:
+                raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+        if type(method) is not str:
+            raise TypeError(f"method must be a str, not {type(method).__name__}")
+        for name, value in (("gas_limit", gas_limit), ("block_height", block_height),
+                            ("block_timestamp", block_timestamp)):  # fmt: skip
+            if type(value) is not int:
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:  # type: ignore[operator,unused-ignore]
+                raise ValueError(f"{name} must not be negative")
+        assert isinstance(sender, bytes) and isinstance(input, bytes)
+        assert isinstance(gas_limit, int)
+        if not 1 <= len(sender) <= MAX_SENDER_SIZE:
+            return Receipt(Status.REJECTED, error=f"sender must be 1 to {MAX_SENDER_SIZE} bytes")
+        if len(input) > self.limits.max_input_size:
+            return Receipt(
+                Status.REJECTED,
+                error=f"input of {len(input)} bytes exceeds the limit of "
+                f"{self.limits.max_input_size}",
+            )
+        if gas_limit > self.limits.max_gas_limit:
+            return Receipt(
+                Status.REJECTED,
+                error=f"gas limit {gas_limit} exceeds the maximum of {self.limits.max_gas_limit}",
+            )
+        return None
+
+    def _run_compiled(
+        self, compiled: CompiledContract, address: bytes, method: str, input: bytes,
+        sender: bytes, gas_limit: int, block_height: int, block_timestamp: int, view: StateView,
+    ) -> Receipt:  # fmt: skip
+        if method not in compiled.methods:
+            return Receipt(Status.REJECTED, error=f"contract has no method {method!r}")
+        upfront = self.limits.call_base_gas + len(input)
+        if upfront > gas_limit:
+            return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas")
+        host: Host = self.path.new_host(
+            view=view, namespace=STATE_PREFIX + address, address=address, sender=sender,
+            input=input, block_height=block_height, block_timestamp=block_timestamp,
+            limits=self.limits,
+        )  # fmt: skip
+        fuel = gas_limit - upfront
+        try:
+            outcome = self.path.call(compiled, method, host, fuel)
+        except HostError as exc:
+            return Receipt(Status.TRAPPED, gas_used=gas_limit, error=str(exc))
+        used = gas_limit - outcome.fuel_left
+        reads = tuple(sorted(host.reads))
+        scans = tuple(host.scans)
+        failure = host.outcome
+        if failure is not None:
+            if isinstance(failure, SuperVMError):
+                raise failure  # the store failed: not the contract's fault, not a receipt
+            if isinstance(failure, Revert):
+                return Receipt(Status.REVERTED, gas_used=used, error=str(failure),
+                               read_set=reads, scan_set=scans)  # fmt: skip
+            if isinstance(failure, OutOfGas):
+                return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas",
+                               read_set=reads, scan_set=scans)  # fmt: skip
+            if isinstance(failure, HostError):
+                return Receipt(Status.TRAPPED, gas_used=used, error=str(failure),
+                               read_set=reads, scan_set=scans)  # fmt: skip
+            raise failure
+        if outcome.out_of_fuel or (outcome.trap is None and outcome.fuel_left == 0):
+            return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas",
+                           read_set=reads, scan_set=scans)  # fmt: skip
+        if outcome.trap is not None:
+            return Receipt(Status.TRAPPED, gas_used=used, error=outcome.trap,
+                           read_set=reads, scan_set=scans)  # fmt: skip
+        return Receipt(
+            Status.OK,
+            return_data=host.return_data,
+            gas_used=used,
+            events=tuple(Event(address, topic, data) for topic, data in host.events),
+            read_set=reads,
+            scan_set=scans,
+            write_set=tuple(sorted(host.writes.items())),
+        )

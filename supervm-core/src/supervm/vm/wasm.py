@@ -1,0 +1,217 @@
+"""Reading and rewriting the WebAssembly binary format, as far as the runtime needs.
+
+- :func:`sections` splits a module into its sections.
+- :func:`export_all_globals` adds an export for every global a module defines, so
+  the runtime can save and restore globals a compiler kept private (C's
+  ``__stack_pointer``) between calls.
+- :func:`may_mutate_tables` is a conservative byte scan for table-changing
+  instructions, used to decide whether resetting memory and globals is enough to
+  give every call a clean instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "GLOBAL_EXPORT_PREFIX",
+    "Section",
+    "WasmFormatError",
+    "export_all_globals",
+    "may_mutate_tables",
+    "sections",
+    "table_limits",
+]
+
+GLOBAL_EXPORT_PREFIX = "__supervm_global_"
+MAGIC = b"\0asm\x01\0\0\0"
+
+# Canonical order of known sections (tag=13 sits between memory and global,
+# datacount=12 between element and code).
+_RANK = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
+
+
+class WasmFormatError(ValueError):
+    """The bytes are not a well-formed WebAssembly module."""
+
+
+@dataclass(frozen=True)
+class Section:
+    id: int
+    start: int  # offset of the section id byte
+    payload_start: int
+    end: int
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise WasmFormatError("truncated LEB128 number")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 35:
+            raise WasmFormatError("LEB128 number too long")
+
+
+def _enc_uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def sections(wasm: bytes) -> list[Section]:
+    """The module's sections in file order."""
+    if wasm[:8] != MAGIC:
+        raise WasmFormatError("not a WebAssembly module (bad magic number or version)")
+    found = []
+    pos = 8
+    while pos < len(wasm):
+        sid = wasm[pos]
+        size, payload = _uleb(wasm, pos + 1)
+        end = payload + size
+        if end > len(wasm):
+            raise WasmFormatError(f"section {sid} runs past the end of the module")
+        found.append(Section(sid, pos, payload, end))
+        pos = end
+    return found
+
+
+def _skip_valtype(data: bytes, pos: int) -> int:
+    kind = data[pos]
+    pos += 1
+    if kind in (0x63, 0x64):  # (ref null ht) / (ref ht): an s33 heap type follows
+        while data[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return pos
+
+
+def _read_limits(data: bytes, pos: int) -> tuple[int, int | None, int]:
+    flags = data[pos]
+    minimum, pos = _uleb(data, pos + 1)
+    maximum = None
+    if flags & 0x01:
+        maximum, pos = _uleb(data, pos)
+    if flags & 0x08:  # custom page size
+        _, pos = _uleb(data, pos)
+    return minimum, maximum, pos
+
+
+def _count_imported_globals(payload: bytes) -> int:
+    count_entries, pos = _uleb(payload, 0)
+    count = 0
+    for _ in range(count_entries):
+        for _name in range(2):
+            length, pos = _uleb(payload, pos)
+            pos += length
+        kind = payload[pos]
+        pos += 1
+        if kind == 0x00:
+            _, pos = _uleb(payload, pos)
+        elif kind == 0x01:
+            _, _, pos = _read_limits(payload, _skip_valtype(payload, pos))
+        elif kind == 0x02:
+            _, _, pos = _read_limits(payload, pos)
+        elif kind == 0x03:
+            pos = _skip_valtype(payload, pos) + 1
+            count += 1
+        elif kind == 0x04:
+            _, pos = _uleb(payload, pos + 1)
+        else:
+            raise WasmFormatError(f"unsupported import kind 0x{kind:02x}")
+    return count
+
+
+def table_limits(wasm: bytes) -> list[tuple[int, int | None]]:
+    """(minimum, maximum) of every table the module defines."""
+    for section in sections(wasm):
+        if section.id == 4:
+            payload = wasm[section.payload_start : section.end]
+            count, pos = _uleb(payload, 0)
+            limits = []
+            for _ in range(count):
+                if payload[pos] == 0x40:  # table with an initialiser expression
+                    raise WasmFormatError("tables with initialiser expressions are not supported")
+                minimum, maximum, pos = _read_limits(payload, _skip_valtype(payload, pos))
+                limits.append((minimum, maximum))
+            return limits
+    return []
+
+
+def may_mutate_tables(wasm: bytes) -> bool:
+    """Whether the code section could contain a table-changing instruction.
+
+    Conservative: scans raw bytes for ``table.set`` (0x25/0x26 region) and the
+    0xFC-prefixed ``table.init/elem.drop/table.copy/table.grow/table.fill``
+    without decoding instructions, so it may answer True for code that only
+    contains those bytes as immediates. A True answer only costs speed.
+    """
+    if not table_limits(wasm):
+        return False
+    for section in sections(wasm):
+        if section.id == 10:
+            code = wasm[section.payload_start : section.end]
+            if b"\x26" in code:
+                return True
+            index = code.find(b"\xfc")
+            while index != -1:
+                if index + 1 < len(code) and 12 <= code[index + 1] <= 17:
+                    return True
+                index = code.find(b"\xfc", index + 1)
+    return False
+
+
+def export_all_globals(wasm: bytes, prefix: str = GLOBAL_EXPORT_PREFIX) -> bytes:
+    """``wasm`` with an export ``<prefix><index>`` for every global it defines. Idempotent."""
+    wasm = bytes(wasm)
+    found = sections(wasm)
+    by_id = {s.id: s for s in found if s.id != 0}
+    imported = 0
+    if 2 in by_id:
+        imported = _count_imported_globals(wasm[by_id[2].payload_start : by_id[2].end])
+    defined = _uleb(wasm, by_id[6].payload_start)[0] if 6 in by_id else 0
+    if defined == 0:
+        return wasm
+
+    names: set[bytes] = set()
+    old_entries = b""
+    old_count = 0
+    if 7 in by_id:
+        old_count, pos = _uleb(wasm, by_id[7].payload_start)
+        old_entries = wasm[pos : by_id[7].end]
+        for _ in range(old_count):
+            length, pos = _uleb(wasm, pos)
+            names.add(wasm[pos : pos + length])
+            _, pos = _uleb(wasm, pos + length + 1)
+
+    added = bytearray()
+    count = 0
+    for i in range(defined):
+        index = imported + i
+        name = f"{prefix}{index}".encode()
+        if name not in names:
+            added += _enc_uleb(len(name)) + name + b"\x03" + _enc_uleb(index)
+            count += 1
+    if not count:
+        return wasm
+    payload = _enc_uleb(old_count + count) + old_entries + bytes(added)
+    section = b"\x07" + _enc_uleb(len(payload)) + payload
+    if 7 in by_id:
+        return wasm[: by_id[7].start] + section + wasm[by_id[7].end :]
+    insert_at = len(wasm)
+    for s in found:
+        if s.id != 0 and _RANK.get(s.id, 99) > _RANK[7]:
+            insert_at = s.start
+            break
+    return wasm[:insert_at] + section + wasm[insert_at:]
