@@ -7,6 +7,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from supervm import __version__
 from supervm.errors import SuperVMError
@@ -113,6 +115,136 @@ def _cmd_kv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hex_arg(text: str, what: str) -> bytes:
+    cleaned = text[2:] if text.startswith("0x") else text
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise SystemExit(f"supervm: error: {what} {text!r} is not hexadecimal") from None
+
+
+def _runtime(args: argparse.Namespace) -> Any:
+    from supervm.vm import Runtime
+
+    url = args.store or default_store_url()
+    return Runtime(open_storage(url), fast=not args.public_api)
+
+
+def _print_receipt(receipt: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(receipt.to_json()))
+        return
+    print(f"status:      {receipt.status.value}")
+    print(f"gas used:    {receipt.gas_used}")
+    if receipt.error:
+        print(f"error:       {receipt.error}")
+    if receipt.return_data:
+        data = receipt.return_data
+        text = data.decode("utf-8", "replace")
+        shown = f"{data.hex()}" + (f"  ({text!r})" if text.isprintable() else "")
+        print(f"return data: {shown}")
+    for event in receipt.events:
+        print(f"event:       {event.topic.decode('utf-8', 'replace')} {event.data.hex()}")
+    print(f"reads:       {len(receipt.read_set)} keys, {len(receipt.scan_set)} prefix scans")
+    print(f"writes:      {len(receipt.write_set)} keys")
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    code = Path(args.contract).read_bytes()
+    runtime = _runtime(args)
+    try:
+        address = runtime.deploy(code, salt=_hex_arg(args.salt, "salt"))
+    finally:
+        runtime.storage.close()
+    if args.json:
+        print(json.dumps({"address": address.hex(), "code_size": len(code)}))
+    else:
+        print(address.hex())
+    return 0
+
+
+def _call_input(args: argparse.Namespace) -> bytes:
+    if args.input_text is not None:
+        return str(args.input_text).encode()
+    return _hex_arg(args.input, "input")
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    runtime = _runtime(args)
+    try:
+        receipt = runtime.call(
+            _hex_arg(args.address, "address"),
+            args.method,
+            _call_input(args),
+            sender=_hex_arg(args.sender, "sender"),
+            gas_limit=args.gas,
+            block_height=args.height,
+            block_timestamp=args.timestamp,
+        )
+    finally:
+        runtime.storage.close()
+    _print_receipt(receipt, args.json)
+    return 0 if receipt.ok else 1
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from supervm.vm.txfile import run_transactions
+
+    runtime = _runtime(args)
+    failed = 0
+    try:
+        for line_no, result in run_transactions(runtime, Path(args.file)):
+            if "receipt" in result:
+                receipt = result["receipt"]
+                failed += not receipt.ok
+                if args.json:
+                    print(json.dumps({"line": line_no, **receipt.to_json()}))
+                else:
+                    print(
+                        f"line {line_no}: {receipt.status.value}, gas {receipt.gas_used}"
+                        + (f", {receipt.error}" if receipt.error else "")
+                    )
+            elif args.json:
+                print(
+                    json.dumps(
+                        {
+                            "line": line_no,
+                            "deployed": result["deployed"],
+                            "address": result["address"].hex(),
+                        }
+                    )
+                )
+            else:
+                print(f"line {line_no}: deployed {result['deployed']} at {result['address'].hex()}")
+    finally:
+        runtime.storage.close()
+    return 0 if failed == 0 else 1
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from supervm.vm.build import build_contract
+
+    source = Path(args.source)
+    output = Path(args.output) if args.output else source.with_suffix(".wasm")
+    code = build_contract(source, output)
+    print(f"{output}: {len(code)} bytes")
+    return 0
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--public-api",
+        action="store_true",
+        help="use wasmtime's public API instead of the fast path",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``supervm``."""
     parser = argparse.ArgumentParser(
@@ -142,6 +274,35 @@ def build_parser() -> argparse.ArgumentParser:
     kv_scan = kv_sub.add_parser("scan", help="list keys starting with PREFIX, in order")
     kv_scan.add_argument("prefix", nargs="?", default="")
     kv.set_defaults(func=_cmd_kv)
+
+    deploy = sub.add_parser("deploy", help="deploy a contract; prints its address")
+    deploy.add_argument("contract", help="compiled contract (.wasm)")
+    deploy.add_argument("--salt", default="", help="hex salt (a new address for the same code)")
+    _add_store_options(deploy)
+    deploy.set_defaults(func=_cmd_deploy)
+
+    call = sub.add_parser("call", help="call a contract method and print the receipt")
+    call.add_argument("address", help="contract address (hex)")
+    call.add_argument("method")
+    given = call.add_mutually_exclusive_group()
+    given.add_argument("--input", default="", help="call input (hex)")
+    given.add_argument("--input-text", help="call input (UTF-8 text)")
+    call.add_argument("--sender", default="00" * 20, help="sender address (hex)")
+    call.add_argument("--gas", type=int, default=10_000_000, help="gas limit")
+    call.add_argument("--height", type=int, default=0, help="block height")
+    call.add_argument("--timestamp", type=int, default=0, help="block timestamp")
+    _add_store_options(call)
+    call.set_defaults(func=_cmd_call)
+
+    run = sub.add_parser("run", help="run a file of transactions (JSON lines)")
+    run.add_argument("file")
+    _add_store_options(run)
+    run.set_defaults(func=_cmd_run)
+
+    build = sub.add_parser("build", help="compile a C contract to wasm (needs supervm-core[build])")
+    build.add_argument("source")
+    build.add_argument("-o", "--output", help="output file (default: SOURCE with .wasm)")
+    build.set_defaults(func=_cmd_build)
     return parser
 
 
@@ -154,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result: int = args.func(args)
-    except SuperVMError as exc:
+    except (SuperVMError, OSError, ValueError) as exc:
         print(f"supervm: error: {exc}", file=sys.stderr)
         return 1
     return result

@@ -43,6 +43,15 @@ class SuperVMSpec:
     def supervm_storage_opened(self, storage: Storage, url: StorageURL) -> None:
         """Observe every store returned by :func:`supervm.open_storage`."""
 
+    @hookspec
+    def supervm_host_functions(self, register: Callable[..., None]) -> None:
+        """Add host functions by calling ``register(spec, impl)``.
+
+        ``spec`` is a :class:`supervm.vm.abi.HostFunctionSpec` (name in module
+        ``env``, wasm signature, gas); ``impl(host, *args)`` runs with the call's
+        :class:`supervm.vm.host.Host` and returns the result, if any.
+        """
+
 
 _manager: pluggy.PluginManager | None = None
 

@@ -46,6 +46,17 @@ def make_engine(limits: Limits) -> wasmtime.Engine:
     return wasmtime.Engine(config)
 
 
+def _wasmtime_reason(exc: Exception) -> str:
+    """The most specific line of a wasmtime error ("... at offset 34: simd support is not ...")."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return "invalid module"
+    detail = lines[-1]
+    if detail[:1].isdigit() and ":" in detail:
+        detail = detail.split(":", 1)[1].strip()
+    return f"{lines[0]}: {detail}" if detail != lines[0] else detail
+
+
 def _signature(functype: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(str(t) for t in functype.params), tuple(str(t) for t in functype.results)
 
@@ -97,8 +108,9 @@ def compile_contract(
     try:
         module = wasmtime.Module(engine, rewritten)
     except wasmtime.WasmtimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
-        raise InvalidContractError(f"contract code is not valid WebAssembly: {first}") from None
+        raise InvalidContractError(
+            f"contract code is not valid WebAssembly: {_wasmtime_reason(exc)}"
+        ) from None
 
     allowed = dict(HOST_SIGNATURES)
     allowed.update(extra_imports or {})

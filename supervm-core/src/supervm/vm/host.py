@@ -10,12 +10,12 @@ both paths run exactly this code, so receipts and gas agree.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
-from supervm.vm.abi import Limits
+from supervm.vm.abi import HOST_FUNCTIONS, HostFunctionSpec, Limits
 
-__all__ = ["Host", "HostError", "OutOfGas", "Revert", "StateView"]
+__all__ = ["CORE_FUNCTIONS", "Host", "HostError", "HostFunction", "OutOfGas", "Revert", "StateView"]
 
 
 class StateView(Protocol):
@@ -259,6 +259,9 @@ class Host:
         self.events.append((self.read(topic_ptr, topic_len), self.read(data_ptr, data_len)))
 
 
+#: A host function: its ABI entry and ``impl(host, *wasm_args) -> result``.
+HostFunction = tuple[HostFunctionSpec, Callable[..., Any]]
+
 #: Host method implementing each ABI function (names that clash with builtins end in "_").
 METHODS: dict[str, str] = {
     "read_register": "read_register",
@@ -277,3 +280,8 @@ METHODS: dict[str, str] = {
     "revert": "revert",
     "emit_event": "emit_event",
 }
+
+#: The ABI v1 functions with their implementations, in table order.
+CORE_FUNCTIONS: list[HostFunction] = [
+    (spec, getattr(Host, METHODS[spec.name])) for spec in HOST_FUNCTIONS
+]

@@ -25,7 +25,7 @@ from supervm.vm import _capi
 from supervm.vm._capi import RAW, RAW_CALLBACK, VAL_RAW_SIZE, keep_alive
 from supervm.vm.abi import HostFunctionSpec, Limits
 from supervm.vm.engine import CompiledContract
-from supervm.vm.host import METHODS, Host, HostError, OutOfGas
+from supervm.vm.host import Host, HostError, HostFunction, OutOfGas
 
 __all__ = ["CallOutcome", "FastPath", "PublicPath", "trap_name"]
 
@@ -108,8 +108,7 @@ def _trap_for(exc: BaseException) -> int:
         return result
 
 
-def _trampoline(spec: HostFunctionSpec) -> Any:
-    method: Callable[..., Any] = getattr(Host, METHODS[spec.name])
+def _trampoline(spec: HostFunctionSpec, method: Callable[..., Any]) -> Any:
     nslots = max(len(spec.params), len(spec.results), 1)
     unpack = struct.Struct("<" + "".join(_SLOT[t] for t in spec.params)).unpack_from
     pack = struct.Struct("<" + "".join(_SLOT[t] for t in spec.results)).pack_into
@@ -143,9 +142,11 @@ def _functype(params: tuple[str, ...], results: tuple[str, ...]) -> wasmtime.Fun
     return wasmtime.FuncType([kinds[t]() for t in params], [kinds[t]() for t in results])
 
 
-def define_unchecked(linker: wasmtime.Linker, module: str, spec: HostFunctionSpec) -> None:
-    """Define host function ``spec`` on ``linker`` through the unchecked C API."""
-    callback = _trampoline(spec)
+def define_unchecked(
+    linker: wasmtime.Linker, module: str, spec: HostFunctionSpec, impl: Callable[..., Any]
+) -> None:
+    """Define host function ``spec``, run by ``impl(host, *args)``, through the unchecked C API."""
+    callback = _trampoline(spec, impl)
     mod, name = module.encode(), spec.name.encode()
     functype = _functype(spec.params, spec.results)
     err = ffi.wasmtime_linker_define_func_unchecked(
@@ -239,13 +240,13 @@ class FastPath:
 
     name = "fast"
 
-    def __init__(self, engine: wasmtime.Engine, limits: Limits, specs: list[HostFunctionSpec],
+    def __init__(self, engine: wasmtime.Engine, limits: Limits, functions: list[HostFunction],
                  module: str, release_gil: bool = False) -> None:  # fmt: skip
         self.engine = engine
         self.limits = limits
         self.linker = wasmtime.Linker(engine)
-        for spec in specs:
-            define_unchecked(self.linker, module, spec)
+        for spec, impl in functions:
+            define_unchecked(self.linker, module, spec, impl)
         self.call_unchecked = (_capi.RAW_NOGIL if release_gil else RAW).func_call_unchecked
         self._local = threading.local()
 
@@ -340,19 +341,18 @@ class PublicPath:
 
     name = "public"
 
-    def __init__(self, engine: wasmtime.Engine, limits: Limits, specs: list[HostFunctionSpec],
+    def __init__(self, engine: wasmtime.Engine, limits: Limits, functions: list[HostFunction],
                  module: str) -> None:  # fmt: skip
         self.engine = engine
         self.limits = limits
         self.linker = wasmtime.Linker(engine)
         self._local = threading.local()
-        for spec in specs:
+        for spec, impl in functions:
             self.linker.define_func(
-                module, spec.name, _functype(spec.params, spec.results), self._host_function(spec)
+                module, spec.name, _functype(spec.params, spec.results), self._host_function(impl)
             )
 
-    def _host_function(self, spec: HostFunctionSpec) -> Callable[..., Any]:
-        method: Callable[..., Any] = getattr(Host, METHODS[spec.name])
+    def _host_function(self, method: Callable[..., Any]) -> Callable[..., Any]:
         local = self._local
 
         def call(*args: Any) -> Any:

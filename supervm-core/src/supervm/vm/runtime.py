@@ -14,14 +14,22 @@ from typing import Any
 from supervm.errors import SuperVMError
 from supervm.memory import MemoryStorage
 from supervm.storage import Storage
-from supervm.vm.abi import HOST_FUNCTIONS, HOST_MODULE, HostFunctionSpec, Limits
+from supervm.vm.abi import HOST_MODULE, Limits
 from supervm.vm.engine import (
     CompiledContract,
     code_hash,
     compile_contract,
     make_engine,
 )
-from supervm.vm.host import Host, HostError, OutOfGas, Revert, StateView
+from supervm.vm.host import (
+    CORE_FUNCTIONS,
+    Host,
+    HostError,
+    HostFunction,
+    OutOfGas,
+    Revert,
+    StateView,
+)
 from supervm.vm.instance import FastPath, PublicPath
 
 __all__ = [
@@ -164,19 +172,24 @@ class Runtime:
         fast: bool = True,
         limits: Limits | None = None,
         release_gil: bool = False,
-        extra_host_functions: Iterable[HostFunctionSpec] | None = None,
+        extra_host_functions: Iterable[HostFunction] | None = None,
     ) -> None:
         self.storage: Storage = MemoryStorage() if storage is None else storage
         self.limits = limits or Limits()
         self.engine = make_engine(self.limits)
-        self.host_functions = list(HOST_FUNCTIONS)
         if extra_host_functions is None:
             from supervm.vm.plugins import plugin_host_functions
 
             extra_host_functions = plugin_host_functions()
-        self.host_functions += list(extra_host_functions)
+        self.host_functions: list[HostFunction] = list(CORE_FUNCTIONS)
+        names = {spec.name for spec, _ in self.host_functions}
+        for spec, impl in extra_host_functions:
+            if spec.name in names:
+                raise ValueError(f"host function {spec.name!r} is defined twice")
+            names.add(spec.name)
+            self.host_functions.append((spec, impl))
         self._extra_imports = {
-            spec.name: (spec.params, spec.results) for spec in self.host_functions
+            spec.name: (spec.params, spec.results) for spec, _ in self.host_functions
         }
         self.path: FastPath | PublicPath
         if fast:

@@ -1,0 +1,1 @@
+"""Plugins shipped with SuperVM as examples of the hook API."""

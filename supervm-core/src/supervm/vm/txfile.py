@@ -1,0 +1,122 @@
+"""Transaction files for ``supervm run`` and ``supervm block``: one JSON object per line.
+
+    {"deploy": "examples/contracts/token.wasm", "as": "token"}
+    {"contract": "token", "method": "mint", "sender": "aa..aa", "input": "<hex>"}
+    {"contract": "9f3c...", "method": "balance", "input_text": "...", "gas": 100000}
+
+``contract`` is a hex address or a name given with ``as`` earlier in the file.
+Optional fields: ``input`` (hex) or ``input_text``, ``sender`` (hex, default 20
+zero bytes), ``gas``, ``height``, ``timestamp``. Blank lines and lines starting
+with ``#`` are skipped. Paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervm.errors import SuperVMError
+
+__all__ = ["Transaction", "TransactionFileError", "read_transactions", "run_transactions"]
+
+_FIELDS = {"contract", "method", "input", "input_text", "sender", "gas", "height", "timestamp"}
+
+
+class TransactionFileError(SuperVMError, ValueError):
+    """A line of a transaction file is malformed; the message names the line."""
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One call: contract address, method, input, sender and gas limit."""
+
+    contract: bytes
+    method: str
+    input: bytes = b""
+    sender: bytes = b"\0" * 20
+    gas_limit: int = 10_000_000
+
+
+def _hex(value: Any, what: str, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise TransactionFileError(f"{where}: {what} must be a hex string")
+    try:
+        return bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise TransactionFileError(f"{where}: {what} {value!r} is not hexadecimal") from None
+
+
+def _parse(
+    entry: dict[str, Any], names: dict[str, bytes], where: str
+) -> tuple[Transaction, int, int]:
+    unknown = set(entry) - _FIELDS
+    if unknown:
+        raise TransactionFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if "contract" not in entry or "method" not in entry:
+        raise TransactionFileError(f"{where}: a call needs 'contract' and 'method'")
+    target = entry["contract"]
+    address = names.get(target) if isinstance(target, str) else None
+    if address is None:
+        address = _hex(target, "contract", where)
+    if not isinstance(entry["method"], str):
+        raise TransactionFileError(f"{where}: method must be a string")
+    if "input_text" in entry:
+        if not isinstance(entry["input_text"], str):
+            raise TransactionFileError(f"{where}: input_text must be a string")
+        data = entry["input_text"].encode()
+    else:
+        data = _hex(entry.get("input", ""), "input", where)
+    numbers = {}
+    for field, default in (("gas", 10_000_000), ("height", 0), ("timestamp", 0)):
+        value = entry.get(field, default)
+        if type(value) is not int or value < 0:
+            raise TransactionFileError(f"{where}: {field} must be a non-negative integer")
+        numbers[field] = value
+    sender = _hex(entry.get("sender", "00" * 20), "sender", where)
+    tx = Transaction(address, entry["method"], data, sender, numbers["gas"])
+    return tx, numbers["height"], numbers["timestamp"]
+
+
+def read_transactions(path: Path, deploy: Any = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Parse ``path`` line by line; ``deploy(code) -> address`` handles deploy lines."""
+    names: dict[str, bytes] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            where = f"{path}:{number}"
+            try:
+                entry = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise TransactionFileError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(entry, dict):
+                raise TransactionFileError(f"{where}: each line must be a JSON object")
+            if "deploy" in entry:
+                if deploy is None:
+                    raise TransactionFileError(f"{where}: deploy lines are not allowed here")
+                code_path = (path.parent / str(entry["deploy"])).resolve()
+                address = deploy(code_path.read_bytes())
+                if "as" in entry:
+                    names[str(entry["as"])] = address
+                yield number, {"deployed": str(entry["deploy"]), "address": address}
+                continue
+            tx, height, timestamp = _parse(entry, names, where)
+            yield number, {"tx": tx, "height": height, "timestamp": timestamp}
+
+
+def run_transactions(runtime: Any, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Deploy and call, line by line, yielding each line's result."""
+    for number, item in read_transactions(path, deploy=runtime.deploy):
+        if "tx" in item:
+            tx: Transaction = item["tx"]
+            receipt = runtime.call(
+                tx.contract, tx.method, tx.input, sender=tx.sender, gas_limit=tx.gas_limit,
+                block_height=item["height"], block_timestamp=item["timestamp"],
+            )  # fmt: skip
+            yield number, {"receipt": receipt}
+        else:
+            yield number, item
