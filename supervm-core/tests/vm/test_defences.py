@@ -91,6 +91,8 @@ def test_infinite_loop_stops_at_the_gas_limit(runtime: Runtime, hostile: bytes) 
 
 def test_deep_recursion_traps_cleanly(runtime: Runtime, hostile: bytes) -> None:
     _expect(runtime, hostile, "recurse", Status.TRAPPED, "stack overflow", gas=10**9)
+    # Native frame sizes decide the depth reached, so the whole limit is charged.
+    assert runtime.call(hostile, "recurse", sender=SENDER, gas_limit=10**9).gas_used == 10**9
     # The instance is still usable afterwards.
     assert runtime.call(hostile, "nan", sender=SENDER).status is Status.OK
 

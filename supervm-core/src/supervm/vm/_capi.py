@@ -34,6 +34,7 @@ NULL_FINALIZER = ctypes.cast(None, CFUNCTYPE(None, vp))  # type: ignore[arg-type
 
 #: Trap code wasmtime reports when fuel runs out.
 OUT_OF_FUEL = int(ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_OUT_OF_FUEL.value)
+STACK_OVERFLOW = int(ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_STACK_OVERFLOW.value)
 TRAP_NAMES: dict[int, str] = {
     int(e.value): e.name.replace("WASMTIME_TRAP_CODE_", "").lower()
     for e in ffi.wasmtime_trap_code_enum

@@ -78,6 +78,12 @@ class _Iterator:
 class Host:
     """State and semantics of one contract call (see ``docs/abi.md``)."""
 
+    __slots__ = (
+        "__dict__", "_next_check", "address", "budget", "events", "height", "host_gas",
+        "input", "iterators", "limits", "namespace", "outcome", "reads", "register",
+        "return_data", "scans", "sender", "timestamp", "view", "writes",
+    )  # fmt: skip
+
     def __init__(
         self,
         view: StateView,
@@ -107,6 +113,10 @@ class Host:
         self.iterators: list[_Iterator] = []
         #: The exception that ended the call from inside a host function, if any.
         self.outcome: BaseException | None = None
+        #: Fuel the call started with, and gas charged by host functions so far.
+        self.budget = 0
+        self.host_gas = 0
+        self._next_check = 0
 
     # -- supplied by the call path -------------------------------------------
 
@@ -118,9 +128,36 @@ class Host:
         """Copy ``data`` into guest memory at ``ptr`` (HostError when out of bounds)."""
         raise NotImplementedError
 
-    def charge(self, gas: int) -> None:
-        """Take ``gas`` from the call's remaining fuel, or raise :class:`OutOfGas`."""
+    def fuel_left(self) -> int:
+        """Fuel wasm code has not spent yet."""
         raise NotImplementedError
+
+    # -- gas -----------------------------------------------------------------------
+    #
+    # Host gas is added up here rather than taken from the store's fuel on every
+    # call (that costs two C calls). The total -- fuel wasm spent plus host gas --
+    # is settled against the budget whenever host gas since the last settlement
+    # passes half of what was left then, and once more when the call ends. Every
+    # decision depends only on deterministic quantities, so receipts and gas are
+    # the same on every run and on both call paths.
+
+    def start_metering(self, budget: int) -> None:
+        """Begin a call with ``budget`` fuel."""
+        self.budget = budget
+        self.host_gas = 0
+        self._next_check = budget // 2
+
+    def charge(self, gas: int) -> None:
+        """Add ``gas`` to the call's host gas; raise :class:`OutOfGas` once over budget."""
+        self.host_gas += gas
+        if self.host_gas > self._next_check:
+            self._settle()
+
+    def _settle(self) -> None:
+        spent = self.budget - self.fuel_left() + self.host_gas
+        if spent >= self.budget:
+            raise OutOfGas
+        self._next_check = self.host_gas + (self.budget - spent) // 2
 
     # -- helpers -------------------------------------------------------------
 
@@ -146,18 +183,28 @@ class Host:
 
     # -- ABI v1 ------------------------------------------------------------------
 
+    # The hottest functions add their gas inline (the same rule as charge()).
+
     def read_register(self, ptr: int) -> None:
         register = self.register
-        self.charge(10 + len(register))
+        self.host_gas += 10 + len(register)
+        if self.host_gas > self._next_check:
+            self._settle()
         self.write(ptr, register)
 
     def input_(self) -> int:
-        self.charge(20 + len(self.input))
-        return self._put(self.input)
+        data = self.register = self.input
+        self.host_gas += 20 + len(data)
+        if self.host_gas > self._next_check:
+            self._settle()
+        return len(data)
 
     def caller(self) -> int:
-        self.charge(20 + len(self.sender))
-        return self._put(self.sender)
+        data = self.register = self.sender
+        self.host_gas += 20 + len(data)
+        if self.host_gas > self._next_check:
+            self._settle()
+        return len(data)
 
     def address_(self) -> int:
         self.charge(20 + len(self.address))
@@ -172,13 +219,23 @@ class Host:
         return self.timestamp
 
     def storage_get(self, key_ptr: int, key_len: int) -> int:
-        self.charge(200 + max(key_len, 0))
-        value = self._lookup(self._key(key_ptr, key_len))
+        self.host_gas += 200 + max(key_len, 0)
+        if self.host_gas > self._next_check:
+            self._settle()
+        key = self._key(key_ptr, key_len)
+        writes = self.writes
+        if key in writes:
+            value = writes[key]
+        else:
+            self.reads.add(key)
+            value = self.view.get(key)
         if value is None:
             self.register = b""
             return -1
-        self.charge(len(value))
         self.register = value
+        self.host_gas += len(value)
+        if self.host_gas > self._next_check:
+            self._settle()
         return len(value)
 
     def storage_set(self, key_ptr: int, key_len: int, value_ptr: int, value_len: int) -> None:
@@ -186,7 +243,9 @@ class Host:
             raise HostError(
                 f"value of {value_len} bytes exceeds the limit of {self.limits.max_value_size}"
             )
-        self.charge(400 + 2 * (max(key_len, 0) + value_len))
+        self.host_gas += 400 + 2 * (max(key_len, 0) + value_len)
+        if self.host_gas > self._next_check:
+            self._settle()
         key = self._key(key_ptr, key_len)
         self.writes[key] = self.read(value_ptr, value_len)
 

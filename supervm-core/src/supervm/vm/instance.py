@@ -25,7 +25,7 @@ from supervm.vm import _capi
 from supervm.vm._capi import RAW, RAW_CALLBACK, VAL_RAW_SIZE, keep_alive
 from supervm.vm.abi import HostFunctionSpec, Limits
 from supervm.vm.engine import CompiledContract
-from supervm.vm.host import Host, HostError, HostFunction, OutOfGas
+from supervm.vm.host import Host, HostError, HostFunction
 
 __all__ = ["CallOutcome", "FastPath", "PublicPath", "trap_name"]
 
@@ -40,6 +40,8 @@ class CallOutcome:
     #: ``None`` when the call returned normally.
     trap: str | None = None
     out_of_fuel: bool = False
+    #: The wasm trap code, when wasm (not a host function) trapped.
+    code: int | None = None
 
 
 def trap_name(code: int | None) -> str:
@@ -56,44 +58,46 @@ _current = threading.local()
 
 
 class _FastHost(Host):
-    """Guest memory through the instance's fixed base address; gas through store fuel."""
+    """Guest memory through a ctypes view at the instance's fixed base; fuel via the C API."""
 
     ctx: int = 0
     base: int = 0
     size: int = 0
     mem: int = 0
+    mem_view: Any = None
     fuel: Any = None
     fuel_addr: int = 0
 
+    def _grown(self, ptr: int, length: int) -> Any:
+        """Re-read the memory size (it may have grown); HostError if still out of bounds."""
+        size = RAW.memory_data_size(self.ctx, self.mem)
+        if ptr < 0 or length < 0 or ptr + length > size:
+            raise HostError(
+                f"guest memory access out of bounds: {length} bytes at {ptr} "
+                f"(memory is {size} bytes)"
+            )
+        self.size = size
+        self.mem_view = (ctypes.c_char * size).from_address(self.base)
+        return self.mem_view
+
     def read(self, ptr: int, length: int) -> bytes:
+        view = self.mem_view
         if ptr < 0 or length < 0 or ptr + length > self.size:
-            self.size = RAW.memory_data_size(self.ctx, self.mem)
-            if ptr < 0 or length < 0 or ptr + length > self.size:
-                raise HostError(
-                    f"guest memory access out of bounds: {length} bytes at {ptr} "
-                    f"(memory is {self.size} bytes)"
-                )
-        return ctypes.string_at(self.base + ptr, length)
+            view = self._grown(ptr, length)
+        data: bytes = view[ptr : ptr + length]
+        return data
 
     def write(self, ptr: int, data: bytes) -> None:
-        length = len(data)
-        if ptr < 0 or ptr + length > self.size:
-            self.size = RAW.memory_data_size(self.ctx, self.mem)
-            if ptr < 0 or ptr + length > self.size:
-                raise HostError(
-                    f"guest memory access out of bounds: {length} bytes at {ptr} "
-                    f"(memory is {self.size} bytes)"
-                )
-        ctypes.memmove(self.base + ptr, data, length)
+        view = self.mem_view
+        end = ptr + len(data)
+        if ptr < 0 or end > self.size:
+            view = self._grown(ptr, len(data))
+        view[ptr:end] = data
 
-    def charge(self, gas: int) -> None:
-        ctx = self.ctx
-        RAW.context_get_fuel(ctx, self.fuel_addr)
-        left = self.fuel.value
-        if left < gas:
-            RAW.context_set_fuel(ctx, 0)
-            raise OutOfGas
-        RAW.context_set_fuel(ctx, left - gas)
+    def fuel_left(self) -> int:
+        RAW.context_get_fuel(self.ctx, self.fuel_addr)
+        left: int = self.fuel.value
+        return left
 
 
 def _trap_for(exc: BaseException) -> int:
@@ -183,6 +187,7 @@ class _FastInstance:
         self.mem = addressof(self.memory)
         self.base: int = RAW.memory_data(self.ctx, self.mem)
         self.size: int = RAW.memory_data_size(self.ctx, self.mem)
+        self.mem_view = (ctypes.c_char * self.size).from_address(self.base)
         self.funcs: dict[str, tuple[Any, int]] = {}
         self.args = (ffi.wasmtime_val_raw_t * 1)()
         self.args_addr = addressof(self.args)
@@ -279,9 +284,11 @@ class FastPath:
         host.ctx = ctx
         host.base = instance.base
         host.size = instance.size
+        host.mem_view = instance.mem_view
         host.mem = instance.mem
         host.fuel = instance.fuel
         host.fuel_addr = instance.fuel_addr
+        host.start_metering(fuel)
         func = instance.func(method)
         RAW.context_set_fuel(ctx, fuel)
         instance.dirty = True
@@ -298,7 +305,7 @@ class FastPath:
         if trap:
             instance.trap.value = None
             _, code = _capi.trap_text(trap)
-            return CallOutcome(left, trap_name(code), code == _capi.OUT_OF_FUEL)
+            return CallOutcome(left, trap_name(code), code == _capi.OUT_OF_FUEL, code)
         return CallOutcome(left)
 
 
@@ -328,12 +335,9 @@ class _PublicHost(Host):
         self._check(ptr, len(data))
         self.memory.write(self.store, data, ptr)
 
-    def charge(self, gas: int) -> None:
-        left = self.store.get_fuel()
-        if left < gas:
-            self.store.set_fuel(0)
-            raise OutOfGas
-        self.store.set_fuel(left - gas)
+    def fuel_left(self) -> int:
+        left: int = self.store.get_fuel()
+        return left
 
 
 class PublicPath:
@@ -388,6 +392,7 @@ class PublicPath:
         host.store = store
         host.memory = exports["memory"]
         func: Any = exports[method]
+        host.start_metering(fuel)
         store.set_fuel(fuel)
         self._local.host = host
         try:
@@ -395,7 +400,9 @@ class PublicPath:
         except wasmtime.Trap as exc:
             code = exc.trap_code
             number = None if code is None else int(code.value)
-            return CallOutcome(store.get_fuel(), trap_name(number), number == _capi.OUT_OF_FUEL)
+            return CallOutcome(
+                store.get_fuel(), trap_name(number), number == _capi.OUT_OF_FUEL, number
+            )
         except Exception as exc:
             if host.outcome is not None:
                 return CallOutcome(store.get_fuel(), str(exc))

@@ -8,12 +8,11 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from supervm.errors import SuperVMError
 from supervm.memory import MemoryStorage
 from supervm.storage import Storage
+from supervm.vm._capi import STACK_OVERFLOW
 from supervm.vm.abi import HOST_MODULE, Limits
 from supervm.vm.engine import (
     CompiledContract,
@@ -62,8 +61,7 @@ class Status(enum.StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """An event a contract emitted."""
 
     contract: bytes
@@ -71,8 +69,7 @@ class Event:
     data: bytes
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
     """The outcome of one call. Only ``ok`` receipts carry a write set that was applied."""
 
     status: Status
@@ -339,19 +336,30 @@ class Runtime:
         self, address: object, method: object, input: object, sender: object,
         gas_limit: object, block_height: object, block_timestamp: object,
     ) -> Receipt | None:  # fmt: skip
-        for name, value in (("address", address), ("input", input), ("sender", sender)):
-            if type(value) is not bytes:
-                raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
-        if type(method) is not str:
+        if (
+            type(address) is not bytes
+            or type(input) is not bytes
+            or type(sender) is not bytes
+            or type(method) is not str
+        ):
+            for name, value in (("address", address), ("input", input), ("sender", sender)):
+                if type(value) is not bytes:
+                    raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
             raise TypeError(f"method must be a str, not {type(method).__name__}")
-        for name, value in (("gas_limit", gas_limit), ("block_height", block_height),
-                            ("block_timestamp", block_timestamp)):  # fmt: skip
-            if type(value) is not int:
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-            if value < 0:  # type: ignore[operator,unused-ignore]
-                raise ValueError(f"{name} must not be negative")
-        assert isinstance(sender, bytes) and isinstance(input, bytes)
-        assert isinstance(gas_limit, int)
+        if (
+            type(gas_limit) is not int
+            or type(block_height) is not int
+            or type(block_timestamp) is not int
+            or gas_limit < 0
+            or block_height < 0
+            or block_timestamp < 0
+        ):
+            for name, value in (("gas_limit", gas_limit), ("block_height", block_height),
+                                ("block_timestamp", block_timestamp)):  # fmt: skip
+                if type(value) is not int:
+                    raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+                if value < 0:  # type: ignore[operator,unused-ignore]
+                    raise ValueError(f"{name} must not be negative")
         if not 1 <= len(sender) <= MAX_SENDER_SIZE:
             return Receipt(Status.REJECTED, error=f"sender must be 1 to {MAX_SENDER_SIZE} bytes")
         if len(input) > self.limits.max_input_size:
@@ -386,28 +394,27 @@ class Runtime:
             outcome = self.path.call(compiled, method, host, fuel)
         except HostError as exc:
             return Receipt(Status.TRAPPED, gas_used=gas_limit, error=str(exc))
-        used = gas_limit - outcome.fuel_left
+        used = upfront + (fuel - outcome.fuel_left) + host.host_gas
         reads = tuple(sorted(host.reads))
         scans = tuple(host.scans)
         failure = host.outcome
-        if failure is not None:
-            if isinstance(failure, SuperVMError):
-                raise failure  # the store failed: not the contract's fault, not a receipt
-            if isinstance(failure, Revert):
-                return Receipt(Status.REVERTED, gas_used=used, error=str(failure),
-                               read_set=reads, scan_set=scans)  # fmt: skip
-            if isinstance(failure, OutOfGas):
-                return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas",
-                               read_set=reads, scan_set=scans)  # fmt: skip
-            if isinstance(failure, HostError):
-                return Receipt(Status.TRAPPED, gas_used=used, error=str(failure),
-                               read_set=reads, scan_set=scans)  # fmt: skip
+        if failure is not None and not isinstance(failure, (Revert, OutOfGas, HostError)):
+            # The store failed, or a bug: not the contract's doing, so not a receipt.
             raise failure
-        if outcome.out_of_fuel or (outcome.trap is None and outcome.fuel_left == 0):
+        if isinstance(failure, OutOfGas) or outcome.out_of_fuel or used >= gas_limit:
             return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas",
                            read_set=reads, scan_set=scans)  # fmt: skip
+        if isinstance(failure, Revert):
+            return Receipt(Status.REVERTED, gas_used=used, error=str(failure),
+                           read_set=reads, scan_set=scans)  # fmt: skip
+        if isinstance(failure, HostError):
+            return Receipt(Status.TRAPPED, gas_used=used, error=str(failure),
+                           read_set=reads, scan_set=scans)  # fmt: skip
         if outcome.trap is not None:
-            return Receipt(Status.TRAPPED, gas_used=used, error=outcome.trap,
+            # How deep wasm recursion gets depends on native frame sizes, so the fuel
+            # spent before a stack overflow is not portable: charge the whole limit.
+            charged = gas_limit if outcome.code == STACK_OVERFLOW else used
+            return Receipt(Status.TRAPPED, gas_used=charged, error=outcome.trap,
                            read_set=reads, scan_set=scans)  # fmt: skip
         return Receipt(
             Status.OK,

@@ -4,8 +4,8 @@
 - :func:`export_all_globals` adds an export for every global a module defines, so
   the runtime can save and restore globals a compiler kept private (C's
   ``__stack_pointer``) between calls.
-- :func:`may_mutate_tables` is a conservative byte scan for table-changing
-  instructions, used to decide whether resetting memory and globals is enough to
+- :func:`may_mutate_tables` decodes the code section to find table-changing
+  instructions, which decide whether restoring memory and globals is enough to
   give every call a clean instance.
 """
 
@@ -149,26 +149,101 @@ def table_limits(wasm: bytes) -> list[tuple[int, int | None]]:
     return []
 
 
-def may_mutate_tables(wasm: bytes) -> bool:
-    """Whether the code section could contain a table-changing instruction.
+def _sleb_skip(data: bytes, pos: int) -> int:
+    while data[pos] & 0x80:
+        pos += 1
+    return pos + 1
 
-    Conservative: scans raw bytes for ``table.set`` (0x25/0x26 region) and the
-    0xFC-prefixed ``table.init/elem.drop/table.copy/table.grow/table.fill``
-    without decoding instructions, so it may answer True for code that only
-    contains those bytes as immediates. A True answer only costs speed.
+
+# Opcodes whose only immediate is one LEB128 index.
+_ONE_INDEX = {0x0C, 0x0D, 0x10, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0xD2}
+# Opcodes with no immediates: parametric, comparisons, arithmetic, conversions, sign-ext.
+_NO_IMMEDIATE = {0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1, *range(0x45, 0xC5)}
+# Table-changing instructions: table.set and the 0xFC table.init/elem.drop/copy/grow/fill.
+_FC_TABLE_WRITES = {12, 13, 14, 15, 17}
+
+
+def _function_mutates_tables(code: bytes, pos: int, end: int) -> bool:
+    """Decode one function body's instructions; True if any can change a table."""
+    local_groups, pos = _uleb(code, pos)
+    for _ in range(local_groups):
+        _, pos = _uleb(code, pos)
+        pos = _skip_valtype(code, pos)
+    while pos < end:
+        op = code[pos]
+        pos += 1
+        if op in _NO_IMMEDIATE:
+            continue
+        if op in _ONE_INDEX:
+            _, pos = _uleb(code, pos)
+        elif op in (0x02, 0x03, 0x04):  # block type: 0x40, a value type, or an s33 index
+            pos = (
+                pos + 1
+                if code[pos] in (0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x70, 0x6F)
+                else (_sleb_skip(code, pos))
+            )
+        elif op == 0x0E:  # br_table
+            count, pos = _uleb(code, pos)
+            for _ in range(count + 1):
+                _, pos = _uleb(code, pos)
+        elif op == 0x11:  # call_indirect type table
+            _, pos = _uleb(code, pos)
+            _, pos = _uleb(code, pos)
+        elif op == 0x1C:  # typed select
+            count, pos = _uleb(code, pos)
+            for _ in range(count):
+                pos = _skip_valtype(code, pos)
+        elif op == 0x26:  # table.set
+            return True
+        elif 0x28 <= op <= 0x3E:  # loads and stores: align, offset
+            _, pos = _uleb(code, pos)
+            _, pos = _uleb(code, pos)
+        elif op in (0x3F, 0x40):  # memory.size / memory.grow: memory index
+            _, pos = _uleb(code, pos)
+        elif op in (0x41, 0x42):
+            pos = _sleb_skip(code, pos)
+        elif op == 0x43:
+            pos += 4
+        elif op == 0x44:
+            pos += 8
+        elif op == 0xD0:  # ref.null heap type
+            pos = _sleb_skip(code, pos)
+        elif op == 0xFC:
+            sub, pos = _uleb(code, pos)
+            if sub in _FC_TABLE_WRITES:
+                return True
+            if sub <= 7:
+                continue
+            if sub == 16:  # table.size
+                _, pos = _uleb(code, pos)
+            else:  # a bulk-memory instruction; decoding it is not worth the risk
+                return True
+        else:
+            return True  # an opcode this decoder does not know: assume the worst
+    return False
+
+
+def may_mutate_tables(wasm: bytes) -> bool:
+    """Whether any function of the module could change a table at run time.
+
+    Decodes the code section's instructions. Unknown opcodes count as table
+    writes, so the answer errs towards True, which only costs speed (the
+    runtime then gives every call a fresh instance).
     """
     if not table_limits(wasm):
         return False
     for section in sections(wasm):
         if section.id == 10:
-            code = wasm[section.payload_start : section.end]
-            if b"\x26" in code:
+            code = wasm[: section.end]
+            count, pos = _uleb(code, section.payload_start)
+            try:
+                for _ in range(count):
+                    size, pos = _uleb(code, pos)
+                    if _function_mutates_tables(code, pos, pos + size):
+                        return True
+                    pos += size
+            except IndexError:
                 return True
-            index = code.find(b"\xfc")
-            while index != -1:
-                if index + 1 < len(code) and 12 <= code[index + 1] <= 17:
-                    return True
-                index = code.find(b"\xfc", index + 1)
     return False
 
 
