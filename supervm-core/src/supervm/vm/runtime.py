@@ -333,8 +333,8 @@ class Runtime:
                                   block_height, block_timestamp, view)  # fmt: skip
 
     def _check_call(
-        self, address: object, method: object, input: object, sender: object,
-        gas_limit: object, block_height: object, block_timestamp: object,
+        self, address: bytes, method: str, input: bytes, sender: bytes,
+        gas_limit: int, block_height: int, block_timestamp: int,
     ) -> Receipt | None:  # fmt: skip
         if (
             type(address) is not bytes
@@ -358,7 +358,7 @@ class Runtime:
                                 ("block_timestamp", block_timestamp)):  # fmt: skip
                 if type(value) is not int:
                     raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-                if value < 0:  # type: ignore[operator,unused-ignore]
+                if value < 0:
                     raise ValueError(f"{name} must not be negative")
         if not 1 <= len(sender) <= MAX_SENDER_SIZE:
             return Receipt(Status.REJECTED, error=f"sender must be 1 to {MAX_SENDER_SIZE} bytes")
