@@ -342,7 +342,10 @@ class Runtime:
             or type(sender) is not bytes
             or type(method) is not str
         ):
-            for name, value in (("address", address), ("input", input), ("sender", sender)):
+            given: tuple[tuple[str, object], ...] = (
+                ("address", address), ("input", input), ("sender", sender)
+            )  # fmt: skip
+            for name, value in given:
                 if type(value) is not bytes:
                     raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
             raise TypeError(f"method must be a str, not {type(method).__name__}")
@@ -354,11 +357,14 @@ class Runtime:
             or block_height < 0
             or block_timestamp < 0
         ):
-            for name, value in (("gas_limit", gas_limit), ("block_height", block_height),
-                                ("block_timestamp", block_timestamp)):  # fmt: skip
-                if type(value) is not int:
-                    raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-                if value < 0:
+            numbers: tuple[tuple[str, object], ...] = (
+                ("gas_limit", gas_limit), ("block_height", block_height),
+                ("block_timestamp", block_timestamp),
+            )  # fmt: skip
+            for name, number in numbers:
+                if type(number) is not int:
+                    raise TypeError(f"{name} must be an int, not {type(number).__name__}")
+                if number < 0:
                     raise ValueError(f"{name} must not be negative")
         if not 1 <= len(sender) <= MAX_SENDER_SIZE:
             return Receipt(Status.REJECTED, error=f"sender must be 1 to {MAX_SENDER_SIZE} bytes")
