@@ -21,7 +21,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 PACKAGES = ["core", "rocksdb", "leveldb", "lmdb", "postgres"]
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "types", "tests", "integration"]
+nox.options.sessions = ["lint", "types", "tests", "vm", "integration"]
 
 # pyenv keeps each interpreter in its own directory; make python3.X findable.
 _pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[1-9]*/bin")))
@@ -49,6 +49,19 @@ def tests(session: nox.Session, package: str) -> None:
         )
     _install_workspace(session, package)
     session.run("pytest", f"supervm-{package}/tests", "-q", *session.posargs)
+
+
+#: wasmtime releases the runtime supports (supervm-core pins wasmtime>=49,<51).
+WASMTIME_VERSIONS = ["49.0.0", "50.0.1"]
+
+
+@nox.session(python=PYTHONS[0])
+@nox.parametrize("wasmtime", WASMTIME_VERSIONS)
+def vm(session: nox.Session, wasmtime: str) -> None:
+    """The runtime's tests against each supported wasmtime release."""
+    _install_workspace(session)
+    session.install(f"wasmtime=={wasmtime}", "ziglang==0.17.1")
+    session.run("pytest", "supervm-core/tests/vm", "-q", *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])
@@ -79,9 +92,10 @@ def types(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Storage benchmark: SuperVM / raw driver ratios for every back end."""
+    """Benchmarks: storage (SuperVM / raw driver) and VM (full path / bare loop, fast / public)."""
     _install_workspace(session, *PACKAGES)
     session.run("python", "-m", "bench.storage", *session.posargs)
+    session.run("python", "-m", "bench.vm")
 
 
 def _have_leveldb_headers() -> bool:
