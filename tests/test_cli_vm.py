@@ -94,3 +94,10 @@ def test_build_compiles_c(tmp_path: Path) -> None:
     broken.write_text("this is not C\n")
     failed = supervm("build", str(broken), home=tmp_path)
     assert failed.returncode == 1 and "broken.c" in failed.stderr
+
+
+def test_readme_main_job(tmp_path: Path) -> None:
+    out = supervm("run", str(ROOT / "examples" / "transfers.jsonl"), home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "deployed contracts/token.wasm" in out.stdout
+    assert out.stdout.splitlines()[-1] == "53 calls: 52 ok, 1 reverted"

@@ -191,34 +191,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from supervm.vm.txfile import run_transactions
 
     runtime = _runtime(args)
-    failed = 0
+    statuses: dict[str, int] = {}
     try:
         for line_no, result in run_transactions(runtime, Path(args.file)):
             if "receipt" in result:
                 receipt = result["receipt"]
-                failed += not receipt.ok
+                statuses[receipt.status.value] = statuses.get(receipt.status.value, 0) + 1
                 if args.json:
                     print(json.dumps({"line": line_no, **receipt.to_json()}))
                 else:
-                    print(
-                        f"line {line_no}: {receipt.status.value}, gas {receipt.gas_used}"
-                        + (f", {receipt.error}" if receipt.error else "")
-                    )
+                    error = f", {receipt.error}" if receipt.error else ""
+                    print(f"line {line_no}: {receipt.status.value}, gas {receipt.gas_used}{error}")
             elif args.json:
-                print(
-                    json.dumps(
-                        {
-                            "line": line_no,
-                            "deployed": result["deployed"],
-                            "address": result["address"].hex(),
-                        }
-                    )
-                )
+                print(json.dumps({"line": line_no, "deployed": result["deployed"],
+                                  "address": result["address"].hex()}))  # fmt: skip
             else:
                 print(f"line {line_no}: deployed {result['deployed']} at {result['address'].hex()}")
     finally:
         runtime.storage.close()
-    return 0 if failed == 0 else 1
+    if not args.json:
+        summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+        print(f"{sum(statuses.values())} calls: {summary or 'none'}")
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
