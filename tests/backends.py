@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,5 +64,3 @@ def fresh_store(backend: str, workdir: Path) -> Iterator[Storage]:
         if backend == "postgresql" and not store.closed:
             store.drop()  # type: ignore[attr-defined]
         store.close()
-
-
