@@ -203,6 +203,7 @@ class _FastInstance:
                 value = ffi.wasmtime_val_t()
                 RAW.global_get(self.ctx, addressof(handle), addressof(value))
                 self.globals.append((handle, value))
+        self.global_addresses = [(addressof(h), addressof(v)) for h, v in self.globals]
         self.dirty = False
 
     def _export(self, name: str) -> Any:
@@ -227,8 +228,9 @@ class _FastInstance:
             return False
         ctypes.memmove(self.base, self.image, self.size)
         ctx = self.ctx
-        for handle, value in self.globals:
-            err = RAW.global_set(ctx, addressof(handle), addressof(value))
+        global_set = RAW.global_set
+        for handle, value in self.global_addresses:
+            err = global_set(ctx, handle, value)
             if err:
                 raise RuntimeError(_capi.error_text(err))
         self.dirty = False
