@@ -15,7 +15,16 @@ from typing import Any, Protocol
 
 from supervm.vm.abi import HOST_FUNCTIONS, HostFunctionSpec, Limits
 
-__all__ = ["CORE_FUNCTIONS", "Host", "HostError", "HostFunction", "OutOfGas", "Revert", "StateView"]
+__all__ = [
+    "CORE_FUNCTIONS",
+    "Forbidden",
+    "Host",
+    "HostError",
+    "HostFunction",
+    "OutOfGas",
+    "Revert",
+    "StateView",
+]
 
 
 class StateView(Protocol):
@@ -38,6 +47,10 @@ class Revert(Exception):
 
 class OutOfGas(Exception):
     """Gas ran out inside a host function; the call ends with status ``out_of_gas``."""
+
+
+class Forbidden(Exception):
+    """The call touched an object its sender does not own; status ``forbidden``."""
 
 
 _EMPTY: tuple[()] = ()
@@ -80,8 +93,8 @@ class Host:
 
     __slots__ = (
         "__dict__", "_next_check", "address", "budget", "events", "height", "host_gas",
-        "input", "iterators", "limits", "namespace", "outcome", "reads", "register",
-        "return_data", "scans", "sender", "timestamp", "view", "writes",
+        "input", "iterators", "limits", "namespace", "outcome", "owned_only", "owner_of", "reads",
+        "register", "return_data", "scans", "sender", "timestamp", "view", "writes",
     )  # fmt: skip
 
     def __init__(
@@ -117,6 +130,10 @@ class Host:
         self.budget = 0
         self.host_gas = 0
         self._next_check = 0
+        #: Owner of a state key (None: shared), when ownership is enforced.
+        self.owner_of: Callable[[bytes], bytes | None] | None = None
+        #: The call declared it touches only objects its sender owns.
+        self.owned_only = False
 
     # -- supplied by the call path -------------------------------------------
 
@@ -177,6 +194,30 @@ class Host:
         self.reads.add(key)
         return self.view.get(key)
 
+    def _check_write(self, key: bytes) -> None:
+        owner_of = self.owner_of
+        if owner_of is None:
+            return
+        owner = owner_of(key)
+        if owner is not None and owner != self.sender:
+            raise Forbidden(
+                f"object {key[len(self.namespace) :]!r} is owned by {owner.hex()}; "
+                f"{self.sender.hex()} may not write it"
+            )
+        if owner is None and self.owned_only:
+            self._not_owned(key)
+
+    def _not_owned(self, key: bytes) -> None:
+        raise Forbidden(
+            f"call declared owned-only touched {key[len(self.namespace) :]!r}, "
+            f"which {self.sender.hex()} does not own"
+        )
+
+    def _check_read(self, key: bytes) -> None:
+        owner_of = self.owner_of
+        if owner_of is not None and owner_of(key) != self.sender:
+            self._not_owned(key)
+
     def _put(self, data: bytes) -> int:
         self.register = data
         return len(data)
@@ -223,6 +264,8 @@ class Host:
         if self.host_gas > self._next_check:
             self._settle()
         key = self._key(key_ptr, key_len)
+        if self.owned_only:
+            self._check_read(key)
         writes = self.writes
         if key in writes:
             value = writes[key]
@@ -247,11 +290,16 @@ class Host:
         if self.host_gas > self._next_check:
             self._settle()
         key = self._key(key_ptr, key_len)
+        if self.owner_of is not None:
+            self._check_write(key)
         self.writes[key] = self.read(value_ptr, value_len)
 
     def storage_delete(self, key_ptr: int, key_len: int) -> None:
         self.charge(300 + max(key_len, 0))
-        self.writes[self._key(key_ptr, key_len)] = None
+        key = self._key(key_ptr, key_len)
+        if self.owner_of is not None:
+            self._check_write(key)
+        self.writes[key] = None
 
     def storage_iter(self, prefix_ptr: int, prefix_len: int) -> int:
         if prefix_len < 0 or prefix_len > self.limits.max_key_size:
@@ -278,6 +326,8 @@ class Host:
         if it.current is None:
             self.register = b""
             return -1
+        if self.owned_only:
+            self._check_read(it.current[0])
         key = it.current[0][it.strip :]
         self.charge(len(key))
         return self._put(key)

@@ -7,7 +7,7 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from supervm.memory import MemoryStorage
@@ -22,6 +22,7 @@ from supervm.vm.engine import (
 )
 from supervm.vm.host import (
     CORE_FUNCTIONS,
+    Forbidden,
     Host,
     HostError,
     HostFunction,
@@ -59,6 +60,7 @@ class Status(enum.StrEnum):
     OUT_OF_GAS = "out_of_gas"
     TRAPPED = "trapped"
     REJECTED = "rejected"
+    FORBIDDEN = "forbidden"
 
 
 class Event(NamedTuple):
@@ -199,6 +201,8 @@ class Runtime:
         self._code_of: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
         self.cache_size = 64
+        #: Owner of a state key (None: shared object); set to enforce ownership.
+        self.owner_of: Callable[[bytes], bytes | None] | None = None
 
     # -- code ------------------------------------------------------------------
 
@@ -320,8 +324,13 @@ class Runtime:
         block_height: int = 0,
         block_timestamp: int = 0,
         view: StateView,
+        owned_only: bool = False,
     ) -> Receipt:
-        """Run a call against ``view`` and return its receipt; nothing is written anywhere."""
+        """Run a call against ``view`` and return its receipt; nothing is written anywhere.
+
+        With ``owned_only`` the call may touch only objects its sender owns (see
+        :attr:`owner_of`); anything else ends it with status ``forbidden``.
+        """
         rejected = self._check_call(address, method, input, sender, gas_limit, block_height,
                                     block_timestamp)  # fmt: skip
         if rejected is not None:
@@ -330,7 +339,7 @@ class Runtime:
         if compiled is None:
             return Receipt(Status.REJECTED, error=f"no contract at address {address.hex()}")
         return self._run_compiled(compiled, address, method, input, sender, gas_limit,
-                                  block_height, block_timestamp, view)  # fmt: skip
+                                  block_height, block_timestamp, view, owned_only)  # fmt: skip
 
     def _check_call(
         self, address: bytes, method: str, input: bytes, sender: bytes,
@@ -384,6 +393,7 @@ class Runtime:
     def _run_compiled(
         self, compiled: CompiledContract, address: bytes, method: str, input: bytes,
         sender: bytes, gas_limit: int, block_height: int, block_timestamp: int, view: StateView,
+        owned_only: bool = False,
     ) -> Receipt:  # fmt: skip
         if method not in compiled.methods:
             return Receipt(Status.REJECTED, error=f"contract has no method {method!r}")
@@ -395,6 +405,12 @@ class Runtime:
             input=input, block_height=block_height, block_timestamp=block_timestamp,
             limits=self.limits,
         )  # fmt: skip
+        if self.owner_of is not None:
+            host.owner_of = self.owner_of
+            host.owned_only = owned_only
+        elif owned_only:
+            return Receipt(Status.FORBIDDEN, error="no ownership registry: owned-only calls "
+                           "need one")  # fmt: skip
         fuel = gas_limit - upfront
         try:
             outcome = self.path.call(compiled, method, host, fuel)
@@ -404,7 +420,9 @@ class Runtime:
         reads = tuple(sorted(host.reads))
         scans = tuple(host.scans)
         failure = host.outcome
-        if failure is not None and not isinstance(failure, (Revert, OutOfGas, HostError)):
+        if failure is not None and not isinstance(
+            failure, (Revert, OutOfGas, HostError, Forbidden)
+        ):
             # The store failed, or a bug: not the contract's doing, so not a receipt.
             raise failure
         if isinstance(failure, OutOfGas) or outcome.out_of_fuel or used >= gas_limit:
@@ -412,6 +430,9 @@ class Runtime:
                            read_set=reads, scan_set=scans)  # fmt: skip
         if isinstance(failure, Revert):
             return Receipt(Status.REVERTED, gas_used=used, error=str(failure),
+                           read_set=reads, scan_set=scans)  # fmt: skip
+        if isinstance(failure, Forbidden):
+            return Receipt(Status.FORBIDDEN, gas_used=used, error=str(failure),
                            read_set=reads, scan_set=scans)  # fmt: skip
         if isinstance(failure, HostError):
             return Receipt(Status.TRAPPED, gas_used=used, error=str(failure),
