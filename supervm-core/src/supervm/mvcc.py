@@ -185,6 +185,7 @@ class MvccStore:
         self._closed = False
         self._gc_thread: threading.Thread | None = None
         self._gc_stop = threading.Event()
+        self._gc_control = threading.Lock()  # serialises start_gc and stop_gc
         if gc_interval is not None:
             self.start_gc(gc_interval)
 
@@ -253,28 +254,37 @@ class MvccStore:
         return reclaimed
 
     def start_gc(self, interval: float) -> None:
-        """Run :meth:`gc` every ``interval`` seconds in a background thread."""
+        """Run :meth:`gc` every ``interval`` seconds in a background thread.
+
+        The thread runs until :meth:`stop_gc` or :meth:`close` stops and joins
+        it, or until the store itself is garbage-collected.
+        """
         if isinstance(interval, bool) or not isinstance(interval, int | float):
             raise TypeError(f"interval must be a number, not {type(interval).__name__}")
         if not (interval > 0 and math.isfinite(interval)):
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
-        self._check_open()
-        if self.gc_running:
-            raise RuntimeError("background garbage collection is already running")
-        stop = self._gc_stop = threading.Event()
-        thread = threading.Thread(
-            target=self._gc_loop, args=(stop, float(interval)), name="supervm-mvcc-gc", daemon=True
-        )
-        self._gc_thread = thread
-        thread.start()
+        with self._gc_control:
+            self._check_open()
+            if self.gc_running:
+                raise RuntimeError("background garbage collection is already running")
+            stop = self._gc_stop = threading.Event()
+            thread = threading.Thread(
+                target=_gc_loop,
+                args=(weakref.ref(self), stop, float(interval)),
+                name="supervm-mvcc-gc",
+                daemon=True,
+            )
+            self._gc_thread = thread
+            thread.start()
 
     def stop_gc(self) -> None:
         """Stop the background garbage collection and wait for its thread to end."""
-        thread = self._gc_thread
-        self._gc_stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-        self._gc_thread = None
+        with self._gc_control:
+            thread = self._gc_thread
+            self._gc_stop.set()
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
+            self._gc_thread = None
 
     def stats(self) -> MvccStats:
         """Current counters."""
@@ -444,11 +454,15 @@ class MvccStore:
                         )
         return None
 
-    def _gc_loop(self, stop: threading.Event, interval: float) -> None:
-        while not stop.wait(interval):
-            if self._closed:
-                return
-            self.gc()
+
+def _gc_loop(ref: weakref.ref[MvccStore], stop: threading.Event, interval: float) -> None:
+    """Background gc; holds the store only weakly, so it also ends when the store is dropped."""
+    while not stop.wait(interval):
+        store = ref()
+        if store is None or store.closed:
+            return
+        store.gc()
+        del store
 
 
 class MvccTransaction:
