@@ -208,18 +208,23 @@ class BlockExecutor:
         # Owned-object fast path: each lane in order on one thread, results final.
         lanes = self._owned_lanes(block)
 
-        def run_lane(indices: list[int]) -> None:
+        def run_lane(indices: list[int]) -> list[int]:
+            """Run a lane; return the indices it ran (a lane stops at its first scan)."""
             view = OverlayView(base)
-            for index in indices:
+            for position, index in enumerate(indices):
                 receipt = self._run(txs[index], block, view)
+                if receipt.scan_set:
+                    # Which keys a scan meets depends on shared keys that other senders
+                    # may add earlier in the block: from here on the lane needs Block-STM.
+                    return indices[:position]
                 if receipt.write_set:
                     view.overlay.update(receipt.write_set)
                     memory.record(index, 0, receipt.write_set)
                 receipts[index] = receipt
+            return indices
 
-        for future in [pool.submit(run_lane, lane) for lane in lanes.values()]:
-            future.result()
-        finished = {index for lane in lanes.values() for index in lane}
+        ran = [pool.submit(run_lane, lane) for lane in lanes.values()]
+        finished = {index for future in ran for index in future.result()}
         stats.owned_fast_path = len(finished)
         stats.executions += len(finished)
 

@@ -57,23 +57,30 @@ class Scheduler:
         return None
 
     def next_task(self) -> Task | None:
-        """The next task, or None when there is nothing to do right now."""
-        if self.done:
-            return None
-        if self.validation_idx < self.execution_idx:
-            index = self.validation_idx
-            self.validation_idx += 1
-            if self.status[index] == EXECUTED and index not in self.finished:
+        """The next task, or None when there is nothing to do right now.
+
+        Indices whose transaction needs nothing (not executed yet, or already
+        executing) are skipped in the same call: returning None for them would
+        send the worker to wait while the other indices still hold work.
+        """
+        while not self.done:
+            if self.validation_idx < self.execution_idx:
+                index = self.validation_idx
+                self.validation_idx += 1
+                if self.status[index] == EXECUTED and index not in self.finished:
+                    self.active += 1
+                    return ("validate", index, self.incarnation[index])
+                continue
+            if self.execution_idx < self.count:
+                index = self.execution_idx
+                self.execution_idx += 1
                 self.active += 1
-                return ("validate", index, self.incarnation[index])
+                task = self._try_incarnate(index)
+                if task is not None:
+                    return task
+                continue
             self._check_done()
             return None
-        if self.execution_idx < self.count:
-            index = self.execution_idx
-            self.execution_idx += 1
-            self.active += 1
-            return self._try_incarnate(index)
-        self._check_done()
         return None
 
     def add_dependency(self, index: int, blocking: int) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
+import weakref
 from collections.abc import Callable
 from ctypes import addressof, c_uint64, c_void_p
 from dataclasses import dataclass
@@ -167,6 +168,8 @@ class _FastInstance:
 
     def __init__(self, engine: wasmtime.Engine, pre: wasmtime.InstancePre, limits: Limits) -> None:
         self.store = RAW.store_new(addressof(engine.ptr().contents), None, None)
+        # The store (and its memory mappings) goes when this instance does.
+        self._release = weakref.finalize(self, RAW.store_delete, self.store)
         RAW.store_limiter(
             self.store, limits.max_memory_pages * _PAGE, limits.max_table_elements, 1,
             limits.max_tables, 1,
@@ -237,9 +240,8 @@ class _FastInstance:
         return True
 
     def close(self) -> None:
-        if self.store:
-            RAW.store_delete(self.store)
-            self.store = None
+        self._release()
+        self.store = None
 
 
 class FastPath:
