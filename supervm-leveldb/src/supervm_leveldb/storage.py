@@ -59,64 +59,87 @@ def _iterate(it: Any, error: _ErrorFactory) -> Iterator[tuple[bytes, bytes]]:
 
 
 class _LevelDBBatch(Batch):
-    """A batch that writes straight into a plyvel ``WriteBatch``."""
+    """A batch that writes straight into a plyvel ``WriteBatch``.
 
-    __slots__ = ("_count", "_delete", "_done", "_error", "_put", "_wb")
+    ``set`` and ``delete`` are closures stored on each instance, shadowing the
+    class methods (so the class keeps no ``__slots__``): a call is one plain
+    function call that checks its arguments inline and calls the write batch's
+    bound ``put``/``delete``, with no attribute lookups on the batch. Finishing
+    the batch rebinds those to a function raising ``RuntimeError``, so even a
+    ``set`` fetched before the commit refuses further use.
+    """
 
     def __init__(self, wb: Any, error: _ErrorFactory) -> None:
         self._wb: Any = wb
-        self._put: Callable[[bytes, bytes], None] = wb.put
-        self._delete: Callable[[bytes], None] = wb.delete
         self._error = error
-        self._count = 0
-        self._done = False
+        put: Callable[[bytes, bytes], None] = wb.put
+        remove: Callable[[bytes], None] = wb.delete
+        count = 0
+        done = False
 
+        def set(key: bytes, value: bytes) -> None:
+            """Queue a put."""
+            nonlocal count
+            if not key:
+                check_key(key)
+            if type(value) is not bytes:
+                check_value(value)
+            try:
+                put(key, value)
+            except _DRIVER_ERRORS as exc:
+                if done:
+                    raise
+                raise error(exc) from exc
+            count += 1
+
+        def delete(key: bytes) -> None:
+            """Queue a delete."""
+            nonlocal count
+            if not key:
+                check_key(key)
+            try:
+                remove(key)
+            except _DRIVER_ERRORS as exc:
+                if done:
+                    raise
+                raise error(exc) from exc
+            count += 1
+
+        def finish(discarding: bool) -> int:
+            nonlocal put, remove, done
+            if done and not discarding:
+                raise RuntimeError("this batch was already committed or discarded")
+            done = True
+            put = remove = _batch_finished
+            return count
+
+        self.set = set  # type: ignore[method-assign]
+        self.delete = delete  # type: ignore[method-assign]
+        self._finish: Callable[[bool], int] = finish
+        self._count: Callable[[], int] = lambda: count
+
+    # Reached only through the class (``_LevelDBBatch.set(batch, ...)``).
     def set(self, key: bytes, value: bytes) -> None:
-        if not key:
-            check_key(key)
-        if type(value) is not bytes:
-            check_value(value)
-        try:
-            self._put(key, value)
-        except _DRIVER_ERRORS as exc:
-            if self._done:
-                raise
-            raise self._error(exc) from exc
-        self._count += 1
+        vars(self)["set"](key, value)
 
     def delete(self, key: bytes) -> None:
-        if not key:
-            check_key(key)
-        try:
-            self._delete(key)
-        except _DRIVER_ERRORS as exc:
-            if self._done:
-                raise
-            raise self._error(exc) from exc
-        self._count += 1
+        vars(self)["delete"](key)
 
     def commit(self) -> None:
-        self._finish()
+        count = self._finish(False)
         wb, self._wb = self._wb, None
-        if self._count:
+        if count:
             try:
                 wb.write()
             except _DRIVER_ERRORS as exc:
                 raise self._error(exc) from exc
 
     def discard(self) -> None:
-        if not self._done:
-            self._finish()
+        self._finish(True)
         self._wb = None
 
-    def _finish(self) -> None:
-        if self._done:
-            raise RuntimeError("this batch was already committed or discarded")
-        self._done = True
-        self._put = self._delete = _batch_finished
-
     def __len__(self) -> int:
-        return self._count
+        return self._count()
 
 
 def _batch_finished(*args: object) -> NoReturn:
@@ -252,6 +275,14 @@ class LevelDBStorage(Storage):
             self._put = db.put
             self._delete = db.delete
             self._write_batch = functools.partial(db.write_batch, transaction=True)
+        # The hot point operations as per-instance closures (unless a subclass
+        # overrides them): see ``_fast_point_ops``.
+        cls = type(self)
+        get, put = _fast_point_ops(self._get, self._put, db, self.path)
+        if cls.get is LevelDBStorage.get:
+            self.get = get  # type: ignore[method-assign, assignment]
+        if cls.set is LevelDBStorage.set:
+            self.set = put  # type: ignore[method-assign, assignment]
 
     @classmethod
     def from_url(cls, url: StorageURL) -> Self:
@@ -374,3 +405,46 @@ class LevelDBStorage(Storage):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<{type(self).__name__} {self.path!r} sync={self.sync} {state}>"
+
+
+def _fast_point_ops(
+    db_get: Callable[[bytes], bytes | None],
+    db_put: Callable[[bytes, bytes], None],
+    db: Any,
+    path: str,
+) -> tuple[Callable[[bytes], bytes | None], Callable[[bytes, bytes], None]]:
+    """``LevelDBStorage.get`` and ``set`` as closures over the driver's bound methods.
+
+    Installed on each instance, shadowing the class methods: a call skips the
+    bound-method dispatch and the attribute lookups of the class method. They
+    hold no reference to the store (a store dropped without ``close()`` is still
+    freed, and its lock released, at once). Once the database is closed, plyvel
+    raises ``RuntimeError``, reported as :class:`StorageClosedError`.
+    """
+
+    def error(exc: BaseException) -> StorageError:
+        if db.closed:
+            return StorageClosedError(f"LevelDB store at {path} is closed", original=exc)
+        return StorageError(f"LevelDB error on {path}: {_driver_message(exc)}", original=exc)
+
+    def get(key: bytes) -> bytes | None:
+        """Value of ``key``, or ``None`` when absent."""
+        if not key:
+            check_key(key)
+        try:
+            return db_get(key)
+        except _DRIVER_ERRORS as exc:
+            raise error(exc) from exc
+
+    def set(key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key``."""
+        if not key:
+            check_key(key)
+        if type(value) is not bytes:
+            check_value(value)
+        try:
+            db_put(key, value)
+        except _DRIVER_ERRORS as exc:
+            raise error(exc) from exc
+
+    return get, set

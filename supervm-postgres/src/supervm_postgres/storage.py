@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import replace
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import Any, ClassVar, NoReturn, Self, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -34,6 +34,7 @@ from supervm.errors import (
     StorageLockedError,
 )
 from supervm.storage import (
+    Batch,
     BatchOp,
     Capabilities,
     Storage,
@@ -143,6 +144,76 @@ def _sync_option(url: StorageURL) -> bool | None:
     if "sync" not in url.options:
         return None
     return url.bool_option("sync", True)
+
+
+_FINISHED = "this batch was already committed or discarded"
+
+
+def _finished(*args: object) -> NoReturn:
+    raise RuntimeError(_FINISHED)
+
+
+class _SQLBatch(Batch):
+    """Operations validated as they are queued and applied in one transaction on commit.
+
+    ``set`` and ``delete`` are closures stored on each instance (they shadow the
+    class methods): a call is one plain function call that checks its arguments
+    and appends to the operation list, with no attribute lookups. Finishing the
+    batch rebinds what they append with, so even a ``set`` fetched before the
+    commit refuses further use.
+    """
+
+    def __init__(self, store: SQLStorage) -> None:
+        self._store = store
+        ops: list[BatchOp] = []
+        append: Callable[[BatchOp], object] = ops.append
+        deleting = False
+
+        def set(key: bytes, value: bytes) -> None:
+            """Queue a put."""
+            if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+                check_key(key, MAX_KEY_SIZE)
+            if type(value) is not bytes:
+                check_value(value)
+            append((key, value))
+
+        def delete(key: bytes) -> None:
+            """Queue a delete."""
+            nonlocal deleting
+            if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+                check_key(key, MAX_KEY_SIZE)
+            append((key, None))
+            deleting = True
+
+        def finish(discarding: bool) -> tuple[list[BatchOp], bool]:
+            nonlocal append
+            if append is _finished and not discarding:
+                raise RuntimeError(_FINISHED)
+            append = _finished
+            return ops, deleting
+
+        self.set = set  # type: ignore[method-assign]
+        self.delete = delete  # type: ignore[method-assign]
+        self._finish = finish
+        self._ops = ops
+
+    # The class methods are only reached through the class (``_SQLBatch.set(b, ...)``).
+    def set(self, key: bytes, value: bytes) -> None:
+        vars(self)["set"](key, value)
+
+    def delete(self, key: bytes) -> None:
+        vars(self)["delete"](key)
+
+    def commit(self) -> None:
+        ops, deleting = self._finish(False)
+        if ops:
+            self._store._write(ops, deleting)
+
+    def discard(self) -> None:
+        self._finish(True)
+
+    def __len__(self) -> int:
+        return len(self._ops)
 
 
 class SQLStorage(Storage):
@@ -366,8 +437,13 @@ class SQLStorage(Storage):
     def _stream(self, sql: str, params: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
         raise NotImplementedError
 
+    def batch(self) -> Batch:
+        self._check_open()
+        return _SQLBatch(self)
+
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
-        final: dict[bytes, bytes | None] = {}
+        checked: list[BatchOp] = []
+        append = checked.append
         deleting = False
         for op in ops:
             if type(op) is not tuple or len(op) != 2:
@@ -379,19 +455,24 @@ class SQLStorage(Storage):
                 deleting = True
             elif type(value) is not bytes:
                 check_value(value)
-            final[key] = value
+            append(op)
+        self._write(checked, deleting)
+
+    def _write(self, ops: list[BatchOp], deleting: bool) -> None:
+        """Apply validated operations, in order, in one transaction."""
         if self._closed:
             self._check_open()
-        if not final:
+        if not ops:
             return
-        # Only the last operation on each key counts, so puts and deletes can run apart.
+        puts: Collection[tuple[bytes, bytes | None]]
         if deleting:
-            puts: Collection[tuple[bytes, bytes | None]] = [
-                (k, v) for k, v in final.items() if v is not None
-            ]
+            # Only the last operation on each key counts, so puts and deletes can run apart.
+            final = dict(ops)
+            puts = [(k, v) for k, v in final.items() if v is not None]
             deletes = [(k,) for k, v in final.items() if v is None]
         else:
-            puts, deletes = final.items(), []
+            # Upserts in order: a key put twice ends with its last value.
+            puts, deletes = ops, []
         self._apply(puts, deletes)
 
     def _apply(
@@ -793,6 +874,8 @@ class SQLiteStorage(SQLStorage):
         try:
             self._raw, self._conn, self._cur = self._open_connection()
             self._ensure_table()
+            if not memory:
+                self._ready_scan_connection()
         except sqlite3.Error as exc:
             self.close()
             raise self._error(exc, "opening") from exc
@@ -910,47 +993,106 @@ class SQLiteStorage(SQLStorage):
         raw, _conn, _cur = self._open_connection()
         return raw
 
+    def _ready_scan_connection(self) -> None:
+        """Open the first scan connection with the store, having it read the table's schema.
+
+        Scans read on connections of their own; this way the first scan finds
+        one ready instead of connecting, and a connection that cannot read the
+        table fails the open rather than a later scan.
+        """
+        raw = self._new_scan_connection()
+        try:
+            conn = cast(sqlite3.Connection, raw.driver_connection)
+            conn.execute(f'SELECT key, value FROM "{self._table}" LIMIT 0').close()
+        except BaseException:
+            _discard(raw)
+            raise
+        self._idle.append(raw)
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        if type(prefix) is not bytes:
+            check_prefix(prefix)
+        upper = prefix_upper_bound(prefix)
+        if upper is None or not prefix or self._memory:
+            return self._scan(prefix or None, upper, False)
+        if self._closed:
+            raise StorageClosedError(f"{type(self).__name__} is closed")
+        return self._read(self._range_sql(True, True, False, False), (prefix, upper))
+
     def _scan(
         self, start: bytes | None, end: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Pairs in ``[start, end)``, read lazily by one statement on a connection of its own.
-
-        Under WAL that statement sees one consistent state of the database.
-        An in-memory database has a single connection and is read at once.
-        """
         if self._memory:
             return super()._scan(start, end, reverse)
         if self._closed:
             raise StorageClosedError(f"{type(self).__name__} is closed")
         params = tuple(b for b in (start, end) if b is not None)
-        sql = self._range_sql(start is not None, end is not None, reverse, False)
-        return itertools.chain.from_iterable(self._chunks(sql, params))
+        return self._read(
+            self._range_sql(start is not None, end is not None, reverse, False), params
+        )
 
-    def _chunks(self, sql: str, params: tuple[bytes, ...]) -> Iterator[list[tuple[bytes, bytes]]]:
-        """Rows of one statement, in lists, stepped through as they are consumed."""
-        if self._closed:
-            raise StorageClosedError(f"{type(self).__name__} is closed")
+    def _read(self, sql: str, params: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs from one statement, run on a connection of its own.
+
+        Under WAL that statement sees one consistent state of the database: the
+        state when the scan was asked for. The first chunk of rows is read at
+        once; a result that fits in it is returned as a plain list iterator and
+        its connection goes straight back to the idle ones. A longer result
+        keeps the connection and streams the rest, a chunk at a time, as it is
+        consumed. (An in-memory database has a single connection and is read
+        at once.)
+        """
         try:
             raw = self._borrow()
         except sqlite3.Error as exc:
             raise self._error(exc, "scan") from exc
         conn = cast(sqlite3.Connection, raw.driver_connection)
-        cur = conn.cursor()
         try:
-            cur.execute(sql, params)
+            cur = conn.execute(sql, params)
+            rows: list[tuple[bytes, bytes]] = cur.fetchmany(_CHUNK_ROWS)
+        except BaseException as exc:
+            self._end_scan(raw, conn, None)
+            if isinstance(exc, sqlite3.Error):
+                raise self._scan_error(exc) from exc
+            raise
+        if len(rows) < _CHUNK_ROWS:
+            self._end_scan(raw, conn, cur)
+            return iter(rows)
+        rest = self._rest(raw, conn, cur)
+        # Run the generator to its first (empty) yield: from then on closing it,
+        # or dropping it unfinished, gives the connection back.
+        next(rest)
+        return itertools.chain(rows, itertools.chain.from_iterable(rest))
+
+    def _rest(
+        self, raw: PoolProxiedConnection, conn: sqlite3.Connection, cur: sqlite3.Cursor
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The remaining rows of a scan's statement, in lists, read as they are consumed."""
+        try:
+            yield []
             while rows := cur.fetchmany(_CHUNK_ROWS):
                 yield rows
         except sqlite3.Error as exc:
-            if self._closed:
-                raise StorageClosedError(f"{type(self).__name__} is closed") from None
-            raise self._error(exc, "scan") from exc
+            raise self._scan_error(exc) from exc
         finally:
-            try:
+            self._end_scan(raw, conn, cur)
+
+    def _scan_error(self, exc: sqlite3.Error) -> StorageError:
+        if self._closed:
+            return StorageClosedError(f"{type(self).__name__} is closed")
+        return self._error(exc, "scan")
+
+    def _end_scan(
+        self, raw: PoolProxiedConnection, conn: sqlite3.Connection, cur: sqlite3.Cursor | None
+    ) -> None:
+        """Give a scan's connection back: for reuse when it is left in a clean state."""
+        try:
+            if cur is not None:
                 cur.close()
-                healthy = not conn.in_transaction
-            except sqlite3.Error:
-                healthy = False
-            self._give_back(raw, healthy)
+            healthy = not conn.in_transaction
+        except sqlite3.Error:
+            healthy = False
+        self._give_back(raw, healthy)
 
     def _drop(self) -> None:
         with self._lock:

@@ -107,44 +107,73 @@ def _finished(*args: object) -> NoReturn:
 
 
 class RocksDBBatch(Batch):
-    """A batch written straight into a rocksdict ``WriteBatch``, applied with one write."""
+    """A batch written straight into a rocksdict ``WriteBatch``, applied with one write.
 
-    __slots__ = ("_delete", "_done", "_put", "_size", "_storage", "_wb")
+    ``set`` and ``delete`` are closures stored on each instance, shadowing the
+    class methods (so the class keeps no ``__slots__``): a call is one plain
+    function call that checks its arguments inline and calls the write batch's
+    bound ``put``/``delete``, with no attribute lookups on the batch. Finishing
+    the batch rebinds those to a function raising ``RuntimeError``, so even a
+    ``set`` fetched before the commit refuses further use.
+    """
 
     def __init__(self, storage: RocksDBStorage) -> None:
         self._storage = storage
-        self._wb = WriteBatch(raw_mode=True)
-        self._put: Callable[[bytes, bytes], None] = self._wb.put
-        self._delete: Callable[[bytes], None] = self._wb.delete
+        wb = WriteBatch(raw_mode=True)
+        self._wb = wb
         self._done = False
         self._size = 0
+        put: Callable[[bytes, bytes], None] = wb.put
+        remove: Callable[[bytes], None] = wb.delete
+        finished = False
 
+        def set(key: bytes, value: bytes) -> None:
+            """Queue a put."""
+            if type(key) is not bytes or not key:
+                check_key(key)
+            if type(value) is not bytes:
+                check_value(value)
+            put(key, value)
+
+        def delete(key: bytes) -> None:
+            """Queue a delete."""
+            if type(key) is not bytes or not key:
+                check_key(key)
+            remove(key)
+
+        def finish(discarding: bool) -> bool:
+            """End the batch; whether it was still pending."""
+            nonlocal put, remove, finished
+            if finished:
+                if discarding:
+                    return False
+                raise RuntimeError(_FINISHED)
+            finished = True
+            put = remove = _finished
+            return True
+
+        self.set = set  # type: ignore[method-assign]
+        self.delete = delete  # type: ignore[method-assign]
+        self._finish: Callable[[bool], bool] = finish
+
+    # Reached only through the class (``RocksDBBatch.set(batch, ...)``).
     def set(self, key: bytes, value: bytes) -> None:
-        if type(key) is not bytes or not key:
-            check_key(key)
-        if type(value) is not bytes:
-            check_value(value)
-        self._put(key, value)
+        vars(self)["set"](key, value)
 
     def delete(self, key: bytes) -> None:
-        if type(key) is not bytes or not key:
-            check_key(key)
-        self._delete(key)
+        vars(self)["delete"](key)
 
     def commit(self) -> None:
-        if self._done:
-            raise RuntimeError(_FINISHED)
+        self._finish(False)
         self._done = True
-        self._put = self._delete = _finished
         wb = self._wb
         self._size = len(wb)
         if self._size:
             self._storage._apply(wb)
 
     def discard(self) -> None:
-        if not self._done:
+        if self._finish(True):
             self._done = True
-            self._put = self._delete = _finished
             self._wb.clear()
 
     def __len__(self) -> int:
