@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import random
+import struct
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -225,6 +230,353 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- blocks ----------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """A one-line text bar on stderr, drawn only when stderr is a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, enabled: bool | None = None) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = min(100, done * 100 // total)
+        if percent == self._shown:
+            return
+        self._shown = percent
+        filled = self.WIDTH * percent // 100
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        sys.stderr.write(f"\r{self.label:<10} [{bar}] {percent:3d}%  {done:,}/{total:,}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._shown >= 0:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _timed_execute(chain: Any, block: Any, mode: str, label: str) -> tuple[Any, float]:
+    """Execute ``block`` on top of the head (no commit); the result and wall seconds."""
+    bar = _ProgressBar(label)
+    start = time.perf_counter()
+    try:
+        result = chain.execute(block, mode=mode, progress=bar)
+    finally:
+        bar.close()
+    return result, time.perf_counter() - start
+
+
+def _status_counts(receipts: Sequence[Any]) -> dict[str, int]:
+    counts = Counter(r.status.value for r in receipts)
+    return dict(sorted(counts.items(), key=lambda item: (item[0] != "ok", item[0])))
+
+
+def _failure_reasons(receipts: Sequence[Any]) -> list[tuple[str, int]]:
+    """(status: error, count) of the receipts that did not end ok, most common first."""
+    counts = Counter(
+        f"{r.status.value}: {r.error}" if r.error else r.status.value for r in receipts if not r.ok
+    )
+    return counts.most_common()
+
+
+def _execution_json(result: Any, seconds: float) -> dict[str, Any]:
+    stats = result.stats
+    count = len(result.receipts)
+    return {
+        "mode": stats.mode,
+        "threads": stats.threads,
+        "fallback_reason": stats.fallback_reason or None,
+        "seconds": round(seconds, 6),
+        "tps": round(count / seconds, 1) if seconds > 0 else None,
+        "executions": stats.executions,
+        "re_executions": max(0, stats.executions - count),
+        "validations": stats.validations,
+        "aborts": stats.aborts,
+        "owned_fast_path": stats.owned_fast_path,
+    }
+
+
+def _describe_execution(result: Any) -> str:
+    """How the executor actually ran a block, in words."""
+    stats = result.stats
+    count = len(result.receipts)
+    if stats.mode == "parallel":
+        text = (
+            f"Block-STM on {stats.threads} threads: {stats.executions:,} executions "
+            f"({_plural(max(0, stats.executions - count), 're-execution')}), "
+            f"{_plural(stats.aborts, 'abort')}"
+        )
+        if stats.owned_fast_path:
+            text += f", {stats.owned_fast_path:,} on the owned-object fast path"
+        return text
+    if stats.fallback_reason:
+        return f"ran sequentially: {stats.fallback_reason}"
+    return "sequential"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f} tx/s" if seconds > 0 else "-"
+
+
+DEMO_SALT = b"supervm/demo"
+DEMO_MINT = 10**9
+#: Accounts whose balance fell under this are topped up before the transfer block.
+DEMO_LOW_BALANCE = 10**6
+#: Share of demo transfers asking for more than any balance (they revert).
+DEMO_OVERSIZED = 0.01
+
+
+def demo_accounts(count: int) -> list[bytes]:
+    """The demo's 20-byte accounts (the same on every run)."""
+    return [hashlib.sha256(b"supervm/demo/account/%d" % i).digest()[:20] for i in range(count)]
+
+
+DEMO_MINTER = hashlib.sha256(b"supervm/demo/minter").digest()[:20]
+
+
+def token_code() -> bytes:
+    """The token contract shipped with the package (``examples/contracts/token.wasm``)."""
+    from importlib import resources
+
+    return (resources.files("supervm") / "contracts" / "token.wasm").read_bytes()
+
+
+def demo_transfers(token: bytes, accounts: Sequence[bytes], count: int, seed: int) -> list[Any]:
+    """``count`` transfers between random accounts; about 1% ask for too much and revert."""
+    from supervm.chain import Transaction
+
+    rng = random.Random(seed)
+    txs = []
+    for _ in range(count):
+        sender = rng.choice(accounts)
+        recipient = rng.choice(accounts)
+        amount = 2**63 if rng.random() < DEMO_OVERSIZED else rng.randint(1, 100)
+        data = recipient + struct.pack("<Q", amount)
+        txs.append(Transaction(token, "transfer", data, sender=sender, gas_limit=100_000))
+    return txs
+
+
+def _demo_setup(chain: Any, token: bytes, accounts: Sequence[bytes]) -> dict[str, int] | None:
+    """Mint to the accounts that need it in a block of their own; None when none do."""
+    from supervm.chain import Block, Transaction
+
+    runtime, storage = chain.runtime, chain.storage
+    needy = []
+    for account in accounts:
+        receipt = runtime.run(token, "balance", account, sender=DEMO_MINTER, view=storage)
+        if not receipt.ok:
+            raise SuperVMError(f"token balance failed: {receipt.error or receipt.status.value}")
+        if struct.unpack("<Q", receipt.return_data)[0] < DEMO_LOW_BALANCE:
+            needy.append(account)
+    if not needy:
+        return None
+    height, _ = chain.head()
+    mints = tuple(
+        Transaction(token, "mint", account + struct.pack("<Q", DEMO_MINT), sender=DEMO_MINTER)
+        for account in needy
+    )
+    # Every mint updates the total supply: the block is one chain of conflicts, so it
+    # runs sequentially.
+    result = chain.apply(Block(height + 1, int(time.time()), mints), mode="sequential")
+    failed = _failure_reasons(result.receipts)
+    if failed:
+        raise SuperVMError(f"setup block {result.height}: mint failed ({failed[0][0]})")
+    return {"height": result.height, "minted": len(needy)}
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from supervm.chain import Block, Chain
+
+    for name in ("txs", "accounts", "threads"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"supervm: error: --{name} must be at least 1")
+    url = args.store or default_store_url()
+    storage = open_storage(url)
+    chain = Chain(storage, threads=args.threads)
+    try:
+        token = chain.deploy(token_code(), salt=DEMO_SALT)
+        accounts = demo_accounts(args.accounts)
+        setup = _demo_setup(chain, token, accounts)
+        height, _ = chain.head()
+        seed = height + 1 if args.seed is None else args.seed
+        txs = demo_transfers(token, accounts, args.txs, seed)
+        block = Block(height + 1, int(time.time()), tuple(txs))
+        # Parallel first: the executor has not seen these transactions, so it runs
+        # Block-STM rather than deciding from their gas that threads do not pay off.
+        parallel, parallel_s = _timed_execute(chain, block, "parallel", "parallel")
+        sequential, sequential_s = _timed_execute(chain, block, "sequential", "sequential")
+        agree = parallel.encode() == sequential.encode()
+        if agree:
+            chain.commit(parallel)
+        head, digest = chain.head()
+    finally:
+        chain.close()
+        storage.close()
+
+    receipts = parallel.receipts
+    average_gas = sum(r.gas_used for r in receipts) / len(receipts)
+    min_gas = chain.executor.min_parallel_gas
+    report: dict[str, Any] = {
+        "store": url,
+        "contract": token.hex(),
+        "accounts": args.accounts,
+        "threads": args.threads,
+        "seed": seed,
+        "setup": setup,
+        "block": block.height,
+        "transactions": len(receipts),
+        "statuses": _status_counts(receipts),
+        "ok": sum(1 for r in receipts if r.ok),
+        "reverted": sum(1 for r in receipts if r.status.value == "reverted"),
+        "failures": dict(_failure_reasons(receipts)),
+        "average_gas": round(average_gas, 1),
+        "parallel": _execution_json(parallel, parallel_s),
+        "sequential": _execution_json(sequential, sequential_s),
+        "speedup": round(sequential_s / parallel_s, 3) if parallel_s > 0 else None,
+        "agree": agree,
+        "committed": agree,
+        "height": head,
+        "state_digest": digest.hex(),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0 if agree else 1
+
+    count = len(receipts)
+    print(f"supervm demo on {url}")
+    minted = (
+        f"; block {setup['height']} minted {DEMO_MINT:,} each to {setup['minted']:,} of them"
+        if setup
+        else ""
+    )
+    print(f"token contract {token.hex()} with {args.accounts:,} accounts{minted}")
+    print(f"block {block.height}: {count:,} transfers (seed {seed}), {args.threads} threads")
+    statuses = ", ".join(f"{n:,} {status}" for status, n in report["statuses"].items())
+    print(f"  receipts:    {statuses}")
+    for reason, n in _failure_reasons(receipts)[:3]:
+        print(f"               {n:,} x {reason}")
+    print(f"  parallel:    {parallel_s:.3f} s, {_rate(count, parallel_s)}  "
+          f"({_describe_execution(parallel)})")  # fmt: skip
+    print(f"  sequential:  {sequential_s:.3f} s, {_rate(count, sequential_s)}")
+    if agree:
+        print("  agreement:   yes: identical receipts, write set and state digest")
+    else:
+        print("  agreement:   NO: parallel and sequential results differ; block not committed")
+    if parallel.stats.mode == "parallel" and parallel_s > sequential_s:
+        print(
+            f"  note:        parallel was slower: transfers average {average_gas:,.0f} gas, "
+            f"far below the {min_gas:,} gas per transaction at which threads pay off "
+            "(host calls hold the GIL); once it has seen them, the executor runs such blocks "
+            "sequentially (within the process)"
+        )
+    if agree:
+        print(f"committed block {head}, state digest {digest.hex()}")
+    return 0 if agree else 1
+
+
+def _cmd_block(args: argparse.Namespace) -> int:
+    from supervm.chain import Block, Chain
+    from supervm.chain import Transaction as ChainTransaction
+    from supervm.vm.runtime import contract_address
+    from supervm.vm.txfile import TransactionFileError, read_transactions
+
+    if args.threads < 1:
+        raise SystemExit("supervm: error: --threads must be at least 1")
+    path = Path(args.file)
+    if not path.is_file():
+        raise TransactionFileError(f"{path}: no such file")
+    # Parse the whole file before touching the store: deploys get their addresses
+    # up front (an address depends only on the code) and run once the file is valid.
+    deploys: list[tuple[int, str, bytes]] = []
+    codes: list[bytes] = []
+
+    def plan_deploy(code: bytes) -> bytes:
+        codes.append(code)
+        return contract_address(code)
+
+    assignments = []
+    calls: list[tuple[int, ChainTransaction]] = []
+    for number, item in read_transactions(path, deploy=plan_deploy, block=True):
+        if "tx" in item:
+            tx = item["tx"]
+            calls.append((number, ChainTransaction(tx.contract, tx.method, tx.input, tx.sender,
+                                                   tx.gas_limit, tx.owned)))  # fmt: skip
+        elif "assign" in item:
+            assignments.append(item["assign"])
+        else:
+            deploys.append((number, item["deployed"], codes[-1]))
+    if not calls:
+        raise TransactionFileError(f"{path}: no calls: nothing to put in a block")
+
+    url = args.store or default_store_url()
+    storage = open_storage(url)
+    chain = Chain(storage, threads=args.threads)
+    try:
+        deployed = [(number, name, chain.deploy(code)) for number, name, code in deploys]
+        for (number, _, code), (_, _, address) in zip(deploys, deployed, strict=True):
+            if address != contract_address(code):
+                raise SuperVMError(f"{path}:{number}: deployed at an unexpected address")
+        for assignment in assignments:
+            chain.ownership.assign(assignment.contract, assignment.key, assignment.owner)
+        height, _ = chain.head()
+        timestamp = int(time.time()) if args.timestamp is None else args.timestamp
+        block = Block(height + 1, timestamp, tuple(tx for _, tx in calls))
+        result, seconds = _timed_execute(chain, block, args.mode, args.mode)
+        chain.commit(result)
+        head, digest = chain.head()
+    finally:
+        chain.close()
+        storage.close()
+
+    receipts = result.receipts
+    lines = [number for number, _ in calls]
+    if args.json:
+        report = {
+            "store": url,
+            "deployed": [
+                {"line": number, "deployed": name, "address": address.hex()}
+                for number, name, address in deployed
+            ],
+            "assigned": len(assignments),
+            "receipts": [
+                {"line": number, **receipt.to_json()}
+                for number, receipt in zip(lines, receipts, strict=True)
+            ],
+            "height": head,
+            "timestamp": timestamp,
+            "transactions": len(receipts),
+            "statuses": _status_counts(receipts),
+            "execution": _execution_json(result, seconds),
+            "state_digest": digest.hex(),
+            "receipts_root": result.receipts_root.hex(),
+        }
+        print(json.dumps(report))
+        return 0
+    for number, name, address in deployed:
+        print(f"line {number}: deployed {name} at {address.hex()}")
+    if assignments:
+        print(f"assigned {len(assignments)} object(s) to their owners")
+    for number, receipt in zip(lines, receipts, strict=True):
+        error = f", {receipt.error}" if receipt.error else ""
+        print(f"line {number}: {receipt.status.value}, gas {receipt.gas_used}{error}")
+    statuses = ", ".join(f"{n:,} {status}" for status, n in _status_counts(receipts).items())
+    print(f"block {head}: {_plural(len(receipts), 'transaction')}: {statuses}")
+    print(f"execution: {_describe_execution(result)}; {seconds:.3f} s, "
+          f"{_rate(len(receipts), seconds)}")  # fmt: skip
+    print(f"state digest: {digest.hex()}")
+    return 0
+
+
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
@@ -292,6 +644,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file")
     _add_store_options(run)
     run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a block of token transfers in parallel and sequentially, compare, commit",
+        description="Deploy the token contract, mint to the demo accounts if needed, then "
+        "execute a block of random transfers with Block-STM and sequentially on the same "
+        "state, check that both give identical results and commit the block. About 1%% of "
+        "the transfers ask for more than any balance and revert.",
+    )
+    demo.add_argument("--txs", type=int, default=5000, help="transfers in the block (5000)")
+    demo.add_argument("--accounts", type=int, default=1000, help="accounts (1000)")
+    demo.add_argument("--threads", type=int, default=2, help="executor threads (2)")
+    demo.add_argument("--seed", type=int, help="random seed (default: the block height)")
+    demo.add_argument(
+        "--store",
+        metavar="URL",
+        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
+    )
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(func=_cmd_demo)
+
+    block = sub.add_parser(
+        "block",
+        help="execute a file of transactions (JSON lines) as one block and commit it",
+        description="Deploy and ownership lines run first, outside the block; the calls "
+        "form one block on top of the chain's head. Calls may not set height or timestamp; "
+        'they may say "owned": true. See `supervm run` for the line format.',
+    )
+    block.add_argument("file")
+    block.add_argument("--mode", choices=("parallel", "sequential"), default="parallel")
+    block.add_argument("--threads", type=int, default=2, help="executor threads (2)")
+    block.add_argument("--timestamp", type=int, help="block timestamp (default: now)")
+    block.add_argument(
+        "--store",
+        metavar="URL",
+        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
+    )
+    block.add_argument("--json", action="store_true", help="print one JSON object")
+    block.set_defaults(func=_cmd_block)
 
     build = sub.add_parser("build", help="compile a C contract to wasm (needs supervm-core[build])")
     build.add_argument("source")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from supervm.chain.block import (
     Block,
@@ -119,9 +119,11 @@ class BlockExecutor:
         if mode == "parallel":
             reason = self._why_not_parallel(block)
             if not reason:
-                outcome = self._parallel(block, base, progress)
-                if outcome is None:
-                    reason = "too many re-executions"
+                parallel = self._parallel(block, base, progress)
+                if isinstance(parallel, str):
+                    reason = parallel
+                else:
+                    outcome = parallel
         if outcome is None:
             stats = ExecutionStats(mode="sequential", threads=1, fallback_reason=reason)
             stats.fell_back_to_sequential = bool(reason)
@@ -197,7 +199,7 @@ class BlockExecutor:
 
     def _parallel(
         self, block: Block, base: StateView, progress: Progress | None
-    ) -> tuple[list[Receipt], list[tuple[bytes, bytes | None]], ExecutionStats] | None:
+    ) -> tuple[list[Receipt], list[tuple[bytes, bytes | None]], ExecutionStats] | str:
         txs = block.transactions
         count = len(txs)
         stats = ExecutionStats(mode="parallel", threads=self.threads)
@@ -231,10 +233,19 @@ class BlockExecutor:
         scheduler = Scheduler(count, finished)
         reads: list[tuple[list, list]] = [([], [])] * count  # type: ignore[type-arg]
         budget = self.max_reexecution_factor * count + 16
-        counters = {"executions": 0, "validations": 0, "aborts": 0}
+        counters = {"executions": 0, "validations": 0, "aborts": 0, "gas": 0}
         failure: list[BaseException] = []
         gave_up = threading.Event()
         lock = scheduler.lock
+        # After this many executions, blocks of short transactions switch to sequential.
+        probe = min(count, 64)
+        reason: list[str] = []
+
+        def give_up(why: str) -> None:
+            reason.append(why)
+            gave_up.set()
+            scheduler.done = True
+            lock.notify_all()
 
         def execute(index: int, incarnation: int) -> tuple[str, int, int] | None:
             while True:
@@ -251,10 +262,16 @@ class BlockExecutor:
                 receipts[index] = receipt
                 with lock:
                     counters["executions"] += 1
-                    if counters["executions"] > budget:
-                        gave_up.set()
-                        scheduler.done = True
-                        lock.notify_all()
+                    counters["gas"] += receipt.gas_used
+                    executed = counters["executions"]
+                    if executed > budget:
+                        give_up("too many re-executions")
+                        return None
+                    if executed == probe and counters["gas"] < self.min_parallel_gas * executed:
+                        give_up(
+                            f"transactions average {counters['gas'] // executed:,} gas: "
+                            "too short for threads to pay off"
+                        )
                         return None
                     return scheduler.finish_execution(index, incarnation, wrote_new)
 
@@ -294,11 +311,10 @@ class BlockExecutor:
 
         futures = [pool.submit(worker) for _ in range(self.threads)]
         if progress is not None:
-            while not all(f.done() for f in futures):
+            while wait(futures, timeout=0.05).not_done:
                 with lock:
                     done = min(scheduler.validation_idx, scheduler.execution_idx, count)
                 progress(done, count)
-                time.sleep(0.05)
         for future in futures:
             future.result()
         if failure:
@@ -307,7 +323,7 @@ class BlockExecutor:
         stats.validations = counters["validations"]
         stats.aborts = counters["aborts"]
         if gave_up.is_set():
-            return None
+            return reason[0] if reason else "parallel execution stopped"
         if progress is not None:
             progress(count, count)
         final = [r for r in receipts if r is not None]

@@ -92,36 +92,33 @@ class Receipt(NamedTuple):
 
     def encode(self) -> bytes:
         """Canonical bytes of the receipt (used for digests and equality across runs)."""
-        out = bytearray()
-
-        def blob(data: bytes) -> None:
-            out.extend(struct.pack(">I", len(data)))
-            out.extend(data)
-
-        blob(self.status.value.encode())
-        blob(self.return_data)
-        out.extend(struct.pack(">Q", self.gas_used))
-        blob((self.error or "").encode())
-        out.extend(struct.pack(">I", len(self.events)))
+        pack = struct.pack
+        error = (self.error or "").encode()
+        status = self.status.value.encode()
+        parts = [
+            pack(">I", len(status)), status,
+            pack(">I", len(self.return_data)), self.return_data,
+            pack(">Q", self.gas_used),
+            pack(">I", len(error)), error,
+            pack(">I", len(self.events)),
+        ]  # fmt: skip
         for event in self.events:
-            blob(event.contract)
-            blob(event.topic)
-            blob(event.data)
-        out.extend(struct.pack(">I", len(self.read_set)))
+            for data in event:
+                parts += (pack(">I", len(data)), data)
+        parts.append(pack(">I", len(self.read_set)))
         for key in self.read_set:
-            blob(key)
-        out.extend(struct.pack(">I", len(self.scan_set)))
+            parts += (pack(">I", len(key)), key)
+        parts.append(pack(">I", len(self.scan_set)))
         for prefix in self.scan_set:
-            blob(prefix)
-        out.extend(struct.pack(">I", len(self.write_set)))
+            parts += (pack(">I", len(prefix)), prefix)
+        parts.append(pack(">I", len(self.write_set)))
         for key, value in self.write_set:
-            blob(key)
+            parts += (pack(">I", len(key)), key)
             if value is None:
-                out.append(0)
+                parts.append(b"\0")
             else:
-                out.append(1)
-                blob(value)
-        return bytes(out)
+                parts += (b"\1", pack(">I", len(value)), value)
+        return b"".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly dict (bytes as hex)."""

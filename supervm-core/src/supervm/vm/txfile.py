@@ -8,21 +8,38 @@
 Optional fields: ``input`` (hex) or ``input_text``, ``sender`` (hex, default 20
 zero bytes), ``gas``, ``height``, ``timestamp``. Blank lines and lines starting
 with ``#`` are skipped. Paths are relative to the file.
+
+In a block file (``supervm block``) the calls form one block: the block sets
+height and timestamp, so calls may not; a call may say ``"owned": true`` (it
+touches only objects its sender owns), and a line may make an account the
+owner of a contract's storage key before the block runs::
+
+    {"assign": {"contract": "counter", "key_text": "counter", "owner": "0a..0a"}}
+
+(``key`` takes the key in hex instead of ``key_text``.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from supervm.errors import SuperVMError
 
-__all__ = ["Transaction", "TransactionFileError", "read_transactions", "run_transactions"]
+__all__ = [
+    "Assignment",
+    "Transaction",
+    "TransactionFileError",
+    "read_transactions",
+    "run_transactions",
+]
 
 _FIELDS = {"contract", "method", "input", "input_text", "sender", "gas", "height", "timestamp"}
+_BLOCK_FIELDS = (_FIELDS - {"height", "timestamp"}) | {"owned"}
+_ASSIGN_FIELDS = {"contract", "key", "key_text", "owner"}
 
 
 class TransactionFileError(SuperVMError, ValueError):
@@ -31,13 +48,27 @@ class TransactionFileError(SuperVMError, ValueError):
 
 @dataclass(frozen=True)
 class Transaction:
-    """One call: contract address, method, input, sender and gas limit."""
+    """One call: contract address, method, input, sender and gas limit.
+
+    ``owned`` (block files only) declares that the call touches only objects its
+    sender owns.
+    """
 
     contract: bytes
     method: str
     input: bytes = b""
     sender: bytes = b"\0" * 20
     gas_limit: int = 10_000_000
+    owned: bool = False
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``owner`` becomes the only account that may write ``key`` of ``contract``."""
+
+    contract: bytes
+    key: bytes
+    owner: bytes
 
 
 def _hex(value: Any, what: str, where: str) -> bytes:
@@ -49,18 +80,29 @@ def _hex(value: Any, what: str, where: str) -> bytes:
         raise TransactionFileError(f"{where}: {what} {value!r} is not hexadecimal") from None
 
 
-def _parse(
-    entry: dict[str, Any], names: dict[str, bytes], where: str
-) -> tuple[Transaction, int, int]:
-    unknown = set(entry) - _FIELDS
-    if unknown:
-        raise TransactionFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    if "contract" not in entry or "method" not in entry:
-        raise TransactionFileError(f"{where}: a call needs 'contract' and 'method'")
+def _contract(entry: dict[str, Any], names: dict[str, bytes], where: str) -> bytes:
     target = entry["contract"]
     address = names.get(target) if isinstance(target, str) else None
     if address is None:
         address = _hex(target, "contract", where)
+    return address
+
+
+def _parse(
+    entry: dict[str, Any], names: dict[str, bytes], where: str, block: bool = False
+) -> tuple[Transaction, int, int]:
+    unknown = set(entry) - (_BLOCK_FIELDS if block else _FIELDS)
+    if block and unknown & {"height", "timestamp"}:
+        raise TransactionFileError(
+            f"{where}: height and timestamp are set by the block, not by its calls"
+        )
+    if not block and "owned" in unknown:
+        raise TransactionFileError(f"{where}: 'owned' is only allowed in block files")
+    if unknown:
+        raise TransactionFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if "contract" not in entry or "method" not in entry:
+        raise TransactionFileError(f"{where}: a call needs 'contract' and 'method'")
+    address = _contract(entry, names, where)
     if not isinstance(entry["method"], str):
         raise TransactionFileError(f"{where}: method must be a string")
     if "input_text" in entry:
@@ -75,13 +117,48 @@ def _parse(
         if type(value) is not int or value < 0:
             raise TransactionFileError(f"{where}: {field} must be a non-negative integer")
         numbers[field] = value
+    owned = entry.get("owned", False)
+    if type(owned) is not bool:
+        raise TransactionFileError(f"{where}: owned must be true or false")
     sender = _hex(entry.get("sender", "00" * 20), "sender", where)
-    tx = Transaction(address, entry["method"], data, sender, numbers["gas"])
+    tx = Transaction(address, entry["method"], data, sender, numbers["gas"], owned)
     return tx, numbers["height"], numbers["timestamp"]
 
 
-def read_transactions(path: Path, deploy: Any = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Parse ``path`` line by line; ``deploy(code) -> address`` handles deploy lines."""
+def _assignment(entry: dict[str, Any], names: dict[str, bytes], where: str) -> Assignment:
+    spec = entry["assign"]
+    if len(entry) != 1 or not isinstance(spec, dict):
+        raise TransactionFileError(
+            f'{where}: an assign line is {{"assign": {{"contract", "key" or "key_text", "owner"}}}}'
+        )
+    unknown = set(spec) - _ASSIGN_FIELDS
+    if unknown:
+        raise TransactionFileError(f"{where}: unknown assign field(s) {', '.join(sorted(unknown))}")
+    if "contract" not in spec or "owner" not in spec or ("key" in spec) == ("key_text" in spec):
+        raise TransactionFileError(
+            f"{where}: assign needs 'contract', 'owner' and one of 'key' or 'key_text'"
+        )
+    if "key_text" in spec:
+        if not isinstance(spec["key_text"], str):
+            raise TransactionFileError(f"{where}: key_text must be a string")
+        key = spec["key_text"].encode()
+    else:
+        key = _hex(spec["key"], "key", where)
+    owner = _hex(spec["owner"], "owner", where)
+    if not key or not owner:
+        raise TransactionFileError(f"{where}: assign key and owner must not be empty")
+    return Assignment(_contract(spec, names, where), key, owner)
+
+
+def read_transactions(
+    path: Path, deploy: Callable[[bytes], bytes] | None = None, *, block: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Parse ``path`` line by line; ``deploy(code) -> address`` handles deploy lines.
+
+    Yields ``(line number, item)`` where item is ``{"tx", "height", "timestamp"}``
+    for a call, ``{"deployed", "address"}`` for a deploy and, with ``block=True``
+    (block file rules), ``{"assign"}`` for an ownership assignment.
+    """
     names: dict[str, bytes] = {}
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
@@ -99,12 +176,23 @@ def read_transactions(path: Path, deploy: Any = None) -> Iterator[tuple[int, dic
                 if deploy is None:
                     raise TransactionFileError(f"{where}: deploy lines are not allowed here")
                 code_path = (path.parent / str(entry["deploy"])).resolve()
-                address = deploy(code_path.read_bytes())
+                try:
+                    code = code_path.read_bytes()
+                except OSError as exc:
+                    raise TransactionFileError(
+                        f"{where}: cannot read {code_path}: {exc.strerror or exc}"
+                    ) from None
+                address = deploy(code)
                 if "as" in entry:
                     names[str(entry["as"])] = address
                 yield number, {"deployed": str(entry["deploy"]), "address": address}
                 continue
-            tx, height, timestamp = _parse(entry, names, where)
+            if "assign" in entry:
+                if not block:
+                    raise TransactionFileError(f"{where}: assign lines are only allowed in blocks")
+                yield number, {"assign": _assignment(entry, names, where)}
+                continue
+            tx, height, timestamp = _parse(entry, names, where, block)
             yield number, {"tx": tx, "height": height, "timestamp": timestamp}
 
 
