@@ -27,6 +27,7 @@ from supervm.errors import (
     StorageClosedError,
     StorageError,
     StorageLockedError,
+    SuperVMError,
 )
 from supervm.storage import (
     Batch,
@@ -441,18 +442,23 @@ class RocksDBStorage(Storage):
         wb = WriteBatch(raw_mode=True)
         put = wb.put
         delete = wb.delete
-        for op in ops:
-            if type(op) is not tuple or len(op) != 2:
-                raise TypeError(_BAD_OP)
-            key, value = op
-            if type(key) is not bytes or not key:
-                check_key(key)
-            if value is None:
-                delete(key)
-            else:
-                if type(value) is not bytes:
-                    check_value(value)
-                put(key, value)
+        try:
+            for op in ops:
+                if op.__class__ is not tuple:
+                    raise TypeError(_BAD_OP)
+                key, value = op  # ValueError unless a pair
+                if key.__class__ is not bytes or not key:
+                    check_key(key)
+                if value is None:
+                    delete(key)
+                else:
+                    if value.__class__ is not bytes:
+                        check_value(value)
+                    put(key, value)
+        except ValueError as exc:
+            if isinstance(exc, SuperVMError):
+                raise
+            raise TypeError(_BAD_OP) from None
         try:
             self._write(wb)
         except Exception as exc:

@@ -100,7 +100,6 @@ class Host:
     def __init__(
         self,
         view: StateView,
-        *,
         namespace: bytes,
         address: bytes,
         sender: bytes,

@@ -16,8 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from ctypes import addressof, c_uint64, c_void_p
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -33,8 +32,7 @@ __all__ = ["CallOutcome", "FastPath", "PublicPath", "trap_name"]
 _PAGE = 65536
 
 
-@dataclass
-class CallOutcome:
+class CallOutcome(NamedTuple):
     """How a call into wasm ended, before the host's own outcome is considered."""
 
     fuel_left: int
@@ -259,8 +257,8 @@ class FastPath:
         self.call_unchecked = (_capi.RAW_NOGIL if release_gil else RAW).func_call_unchecked
         self._local = threading.local()
 
-    def new_host(self, **kwargs: Any) -> Host:
-        return _FastHost(**kwargs)
+    def new_host(self, *args: Any, **kwargs: Any) -> Host:
+        return _FastHost(*args, **kwargs)
 
     def _instance(self, contract: CompiledContract) -> _FastInstance:
         instances: dict[bytes, _FastInstance] | None = getattr(self._local, "instances", None)
@@ -292,7 +290,9 @@ class FastPath:
         host.mem = instance.mem
         host.fuel = instance.fuel
         host.fuel_addr = instance.fuel_addr
-        host.start_metering(fuel)
+        host.budget = fuel  # start_metering(), inlined on the hot path
+        host.host_gas = 0
+        host._next_check = fuel // 2
         func = instance.func(method)
         RAW.context_set_fuel(ctx, fuel)
         instance.dirty = True
@@ -374,8 +374,8 @@ class PublicPath:
 
         return call
 
-    def new_host(self, **kwargs: Any) -> Host:
-        return _PublicHost(**kwargs)
+    def new_host(self, *args: Any, **kwargs: Any) -> Host:
+        return _PublicHost(*args, **kwargs)
 
     def call(self, contract: CompiledContract, method: str, host: Host, fuel: int) -> CallOutcome:
         assert isinstance(host, _PublicHost)

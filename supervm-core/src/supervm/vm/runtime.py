@@ -398,9 +398,8 @@ class Runtime:
         if upfront > gas_limit:
             return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas")
         host: Host = self.path.new_host(
-            view=view, namespace=STATE_PREFIX + address, address=address, sender=sender,
-            input=input, block_height=block_height, block_timestamp=block_timestamp,
-            limits=self.limits,
+            view, STATE_PREFIX + address, address, sender, input, block_height,
+            block_timestamp, self.limits,
         )  # fmt: skip
         if self.owner_of is not None:
             host.owner_of = self.owner_of
