@@ -509,8 +509,7 @@ def _cmd_block(args: argparse.Namespace) -> int:
     for number, item in read_transactions(path, deploy=plan_deploy, block=True):
         if "tx" in item:
             tx = item["tx"]
-            calls.append((number, ChainTransaction(tx.contract, tx.method, tx.input, tx.sender,
-                                                   tx.gas_limit, tx.owned)))  # fmt: skip
+            calls.append((number, tx))
         elif "assign" in item:
             assignments.append(item["assign"])
         else:

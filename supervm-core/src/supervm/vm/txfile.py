@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervm.chain.block import Transaction
 from supervm.errors import SuperVMError
 
 __all__ = [
@@ -44,22 +45,6 @@ _ASSIGN_FIELDS = {"contract", "key", "key_text", "owner"}
 
 class TransactionFileError(SuperVMError, ValueError):
     """A line of a transaction file is malformed; the message names the line."""
-
-
-@dataclass(frozen=True)
-class Transaction:
-    """One call: contract address, method, input, sender and gas limit.
-
-    ``owned`` (block files only) declares that the call touches only objects its
-    sender owns.
-    """
-
-    contract: bytes
-    method: str
-    input: bytes = b""
-    sender: bytes = b"\0" * 20
-    gas_limit: int = 10_000_000
-    owned: bool = False
 
 
 @dataclass(frozen=True)
