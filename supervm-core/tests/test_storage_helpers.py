@@ -93,6 +93,9 @@ def test_passwords_never_reach_messages() -> None:
     assert mask_password("postgresql://u:secret@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
     assert mask_password("postgresql://u@h/db") == "postgresql://u@h/db"
     assert mask_password("memory://") == "memory://"
+    assert mask_password("postgresql://u@h/db?password=sekrit&a=1") == (
+        "postgresql://u@h/db?password=***&a=1"
+    )
     url = parse_url("postgresql://u:secret@h/db?retries=x&bogus=1")
     for call in (
         lambda: url.int_option("retries", 1),

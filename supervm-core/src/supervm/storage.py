@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from supervm.url import StorageURL
 
 __all__ = [
+    "BAD_BATCH_OP",
     "Batch",
     "BatchOp",
     "Capabilities",
@@ -38,6 +39,9 @@ __all__ = [
 
 #: One batch operation: ``(key, value)`` puts, ``(key, None)`` deletes.
 BatchOp = tuple[bytes, bytes | None]
+
+#: The TypeError message for a batch operation that is not such a pair.
+BAD_BATCH_OP = "batch operations must be (key, value) or (key, None) tuples"
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,7 @@ def normalise_ops(
     out: list[BatchOp] = []
     for op in ops:
         if type(op) is not tuple or len(op) != 2:
-            raise TypeError("batch operations must be (key, value) or (key, None) tuples")
+            raise TypeError(BAD_BATCH_OP)
         key, value = op
         check_key(key, max_key)
         if value is not None:

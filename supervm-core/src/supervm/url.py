@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from supervm.errors import InvalidURLError
 
@@ -99,16 +99,23 @@ class StorageURL:
 
 
 def mask_password(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    """``url`` with any password (``user:password@`` or a ``password`` query option)
+    replaced by ``***``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
     netloc, slash, tail = rest.partition("/")
     userinfo, at, hostport = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    path, question, query = tail.partition("?")
+    if "password" in query:
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True)
+        except ValueError:
+            return "<unparsable URL>"
+        query = urlencode([(k, "***" if "password" in k else v) for k, v in pairs], safe="*/:,")
+    return f"{scheme}://{netloc}{slash}{path}{question}{query}"
 
 
 def parse_url(url: str) -> StorageURL:

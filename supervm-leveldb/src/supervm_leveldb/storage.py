@@ -11,6 +11,7 @@ import plyvel
 
 from supervm.errors import StorageClosedError, StorageError, StorageLockedError
 from supervm.storage import (
+    BAD_BATCH_OP,
     Batch,
     BatchOp,
     Capabilities,
@@ -188,7 +189,7 @@ class _LevelDBSnapshot(Snapshot):
 
 
 def _bad_op() -> NoReturn:
-    raise TypeError("batch operations must be (key, value) or (key, None) tuples") from None
+    raise TypeError(BAD_BATCH_OP) from None
 
 
 def _raise_closed(path: str, *args: object, **kwargs: object) -> NoReturn:

@@ -19,6 +19,7 @@ from supervm.errors import (
     StorageLockedError,
 )
 from supervm.storage import (
+    BAD_BATCH_OP,
     Batch,
     BatchOp,
     Capabilities,
@@ -258,7 +259,7 @@ class LMDBStorage(Storage):
         deletes = False
         for op in ops:
             if type(op) is not tuple or len(op) != 2:
-                raise TypeError("batch operations must be (key, value) or (key, None) tuples")
+                raise TypeError(BAD_BATCH_OP)
             key, value = op
             if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
                 check_key(key, MAX_KEY_SIZE)

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import replace
 from typing import Any, ClassVar, NoReturn, Self, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import sqlalchemy
@@ -34,6 +33,7 @@ from supervm.errors import (
     StorageLockedError,
 )
 from supervm.storage import (
+    BAD_BATCH_OP,
     Batch,
     BatchOp,
     Capabilities,
@@ -44,7 +44,7 @@ from supervm.storage import (
     check_value,
     prefix_upper_bound,
 )
-from supervm.url import StorageURL
+from supervm.url import StorageURL, mask_password
 
 __all__ = ["DEFAULT_TABLE", "MAX_KEY_SIZE", "PostgresStorage", "SQLStorage", "SQLiteStorage"]
 
@@ -110,24 +110,6 @@ _CHUNKED_STREAMS = (
 )
 _POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg")
 _SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
-
-
-def _redact(raw: str) -> str:
-    """``raw`` with any password (user info or query) replaced by ``***``."""
-    try:
-        parts = urlsplit(raw)
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:***@{hostinfo}"
-        query = parts.query
-        if "password" in query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if "password" in k else v) for k, v in pairs], safe="*/:,")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 def _table_name(url: StorageURL) -> str:
@@ -268,7 +250,7 @@ class SQLStorage(Storage):
     @classmethod
     def from_url(cls, url: StorageURL) -> Self:
         raw = url.raw
-        url = replace(url, raw=_redact(raw))
+        url = replace(url, raw=mask_password(raw))
         impl: type[SQLStorage]
         if url.scheme in _POSTGRES_SCHEMES:
             impl = PostgresStorage
@@ -447,7 +429,7 @@ class SQLStorage(Storage):
         deleting = False
         for op in ops:
             if type(op) is not tuple or len(op) != 2:
-                raise TypeError("batch operations must be (key, value) or (key, None) tuples")
+                raise TypeError(BAD_BATCH_OP)
             key, value = op
             if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
                 check_key(key, MAX_KEY_SIZE)

@@ -30,6 +30,7 @@ from supervm.errors import (
     SuperVMError,
 )
 from supervm.storage import (
+    BAD_BATCH_OP,
     Batch,
     BatchOp,
     Capabilities,
@@ -54,7 +55,6 @@ COMPRESSIONS: Final[dict[str, Callable[[], DBCompressionType]]] = {
     "none": DBCompressionType.none,
 }
 _URL_OPTIONS: Final = ("compression", "sync", "create")
-_BAD_OP: Final = "batch operations must be (key, value) or (key, None) tuples"
 _FINISHED: Final = "this batch was already committed or discarded"
 #: One-byte ``bytes`` objects by value, for computing prefix upper bounds.
 _BYTE: Final = [bytes((i,)) for i in range(256)]
@@ -445,7 +445,7 @@ class RocksDBStorage(Storage):
         try:
             for op in ops:
                 if op.__class__ is not tuple:
-                    raise TypeError(_BAD_OP)
+                    raise TypeError(BAD_BATCH_OP)
                 key, value = op  # ValueError unless a pair
                 if key.__class__ is not bytes or not key:
                     check_key(key)
@@ -458,7 +458,7 @@ class RocksDBStorage(Storage):
         except ValueError as exc:
             if isinstance(exc, SuperVMError):
                 raise
-            raise TypeError(_BAD_OP) from None
+            raise TypeError(BAD_BATCH_OP) from None
         try:
             self._write(wb)
         except Exception as exc:
