@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -42,3 +43,12 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run([uv, "build", "--all-packages", "--wheel", "--out-dir", str(out)], cwd=ROOT)
     run([uv, "build", "--wheel", "--out-dir", str(out), str(ROOT / "examples" / "supervm-logfile")])
     return out
+
+
+def run_supervm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m supervm ARGS`` with ``SUPERVM_HOME=home`` and no ``SUPERVM_STORE``."""
+    env = {k: v for k, v in os.environ.items() if k != "SUPERVM_STORE"}
+    env["SUPERVM_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "supervm", *args], capture_output=True, text=True, env=env
+    )

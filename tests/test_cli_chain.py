@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
+
+from .conftest import run_supervm as supervm
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = ROOT / "examples" / "contracts"
 PACKAGED_TOKEN = ROOT / "supervm-core" / "src" / "supervm" / "contracts" / "token.wasm"
 ALICE, BOB = "0a" * 20, "0b" * 20
 HEIGHT_KEY, DIGEST_KEY = b"meta/height".hex(), b"meta/digest".hex()
-
-
-def supervm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SUPERVM_STORE"}
-    env["SUPERVM_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "supervm", *args], capture_output=True, text=True, env=env
-    )
 
 
 def stored(key_hex: str, store: str, home: Path) -> str | None:

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import run_supervm as supervm
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = ROOT / "examples" / "contracts"
 ALICE, BOB = "0a" * 20, "0b" * 20
-
-
-def supervm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SUPERVM_STORE"}
-    env["SUPERVM_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "supervm", *args], capture_output=True, text=True, env=env
-    )
 
 
 def test_deploy_and_call_on_the_default_store(tmp_path: Path) -> None:

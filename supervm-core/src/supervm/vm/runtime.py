@@ -235,23 +235,24 @@ class Runtime:
         )
         return address
 
+    def _code_hash(self, address: bytes) -> bytes | None:
+        """Hash of the code deployed at ``address`` (remembered once found)."""
+        digest = self._code_of.get(address)
+        if digest is None:
+            digest = self.storage.get(CONTRACT_PREFIX + address)
+            if digest is not None:
+                self._code_of[address] = digest
+        return digest
+
     def contract_code(self, address: bytes) -> bytes | None:
         """The code deployed at ``address``, or ``None``."""
-        digest = self._code_of.get(address)
-        if digest is None:
-            digest = self.storage.get(CONTRACT_PREFIX + address)
-            if digest is None:
-                return None
-            self._code_of[address] = digest
-        return self.storage.get(CODE_PREFIX + digest)
+        digest = self._code_hash(address)
+        return None if digest is None else self.storage.get(CODE_PREFIX + digest)
 
     def _contract(self, address: bytes) -> CompiledContract | None:
-        digest = self._code_of.get(address)
+        digest = self._code_hash(address)
         if digest is None:
-            digest = self.storage.get(CONTRACT_PREFIX + address)
-            if digest is None:
-                return None
-            self._code_of[address] = digest
+            return None
         compiled = self._compiled.get(digest)
         if compiled is not None:
             return compiled
