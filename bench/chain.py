@@ -38,7 +38,7 @@ import supervm
 from bench.vm import TOKEN, accounts, bare_loop, transfers
 from supervm.chain import Block, BlockResult, Chain, Transaction
 from supervm.chain.block import GENESIS_DIGEST, receipts_root, state_digest
-from supervm.chain.chain import DIGEST_KEY, HEIGHT_KEY
+from supervm.layout import DIGEST_KEY, HEIGHT_KEY
 from supervm.memory import MemoryStorage
 
 ROOT = Path(__file__).resolve().parent.parent

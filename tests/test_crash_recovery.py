@@ -54,7 +54,7 @@ import supervm
 from supervm.chain import Chain
 from supervm.chain.block import GENESIS_DIGEST
 from supervm.storage import Storage
-from supervm.vm.runtime import STATE_PREFIX
+from supervm.layout import STATE_PREFIX
 
 from .backends import FILE_BACKENDS, PG_URL, require_postgres, url_for
 from .crash_worker import build_block, token_code

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import random
-import struct
 import sys
 import time
 from collections import Counter
@@ -193,7 +190,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from supervm.vm.txfile import run_transactions
+    from supervm.chain.txfile import run_transactions
 
     runtime = _runtime(args)
     statuses: dict[str, int] = {}
@@ -328,74 +325,8 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f} tx/s" if seconds > 0 else "-"
 
 
-DEMO_SALT = b"supervm/demo"
-DEMO_MINT = 10**9
-#: Accounts whose balance fell under this are topped up before the transfer block.
-DEMO_LOW_BALANCE = 10**6
-#: Share of demo transfers asking for more than any balance (they revert).
-DEMO_OVERSIZED = 0.01
-
-
-def demo_accounts(count: int) -> list[bytes]:
-    """The demo's 20-byte accounts (the same on every run)."""
-    return [hashlib.sha256(b"supervm/demo/account/%d" % i).digest()[:20] for i in range(count)]
-
-
-DEMO_MINTER = hashlib.sha256(b"supervm/demo/minter").digest()[:20]
-
-
-def token_code() -> bytes:
-    """The token contract shipped with the package (``examples/contracts/token.wasm``)."""
-    from importlib import resources
-
-    return (resources.files("supervm") / "contracts" / "token.wasm").read_bytes()
-
-
-def demo_transfers(token: bytes, accounts: Sequence[bytes], count: int, seed: int) -> list[Any]:
-    """``count`` transfers between random accounts; about 1% ask for too much and revert."""
-    from supervm.chain import Transaction
-
-    rng = random.Random(seed)
-    txs = []
-    for _ in range(count):
-        sender = rng.choice(accounts)
-        recipient = rng.choice(accounts)
-        amount = 2**63 if rng.random() < DEMO_OVERSIZED else rng.randint(1, 100)
-        data = recipient + struct.pack("<Q", amount)
-        txs.append(Transaction(token, "transfer", data, sender=sender, gas_limit=100_000))
-    return txs
-
-
-def _demo_setup(chain: Any, token: bytes, accounts: Sequence[bytes]) -> dict[str, int] | None:
-    """Mint to the accounts that need it in a block of their own; None when none do."""
-    from supervm.chain import Block, Transaction
-
-    runtime, storage = chain.runtime, chain.storage
-    needy = []
-    for account in accounts:
-        receipt = runtime.run(token, "balance", account, sender=DEMO_MINTER, view=storage)
-        if not receipt.ok:
-            raise SuperVMError(f"token balance failed: {receipt.error or receipt.status.value}")
-        if struct.unpack("<Q", receipt.return_data)[0] < DEMO_LOW_BALANCE:
-            needy.append(account)
-    if not needy:
-        return None
-    height, _ = chain.head()
-    mints = tuple(
-        Transaction(token, "mint", account + struct.pack("<Q", DEMO_MINT), sender=DEMO_MINTER)
-        for account in needy
-    )
-    # Every mint updates the total supply: the block is one chain of conflicts, so it
-    # runs sequentially.
-    result = chain.apply(Block(height + 1, int(time.time()), mints), mode="sequential")
-    failed = _failure_reasons(result.receipts)
-    if failed:
-        raise SuperVMError(f"setup block {result.height}: mint failed ({failed[0][0]})")
-    return {"height": result.height, "minted": len(needy)}
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from supervm.chain import Block, Chain
+    from supervm.chain import Block, Chain, workload
 
     for name in ("txs", "accounts", "threads"):
         if getattr(args, name) < 1:
@@ -404,12 +335,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     storage = open_storage(url)
     chain = Chain(storage, threads=args.threads)
     try:
-        token = chain.deploy(token_code(), salt=DEMO_SALT)
-        accounts = demo_accounts(args.accounts)
-        setup = _demo_setup(chain, token, accounts)
+        token = chain.deploy(workload.token_code(), salt=workload.DEMO_SALT)
+        accounts = workload.accounts(args.accounts)
+        setup = workload.setup(chain, token, accounts)
         height, _ = chain.head()
         seed = height + 1 if args.seed is None else args.seed
-        txs = demo_transfers(token, accounts, args.txs, seed)
+        txs = workload.transfers(token, accounts, args.txs, seed)
         block = Block(height + 1, int(time.time()), tuple(txs))
         # Parallel first: the executor has not seen these transactions, so it runs
         # Block-STM rather than deciding from their gas that threads do not pay off.
@@ -432,7 +363,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "accounts": args.accounts,
         "threads": args.threads,
         "seed": seed,
-        "setup": setup,
+        "setup": None if setup is None else {"height": setup.height, "minted": setup.minted},
         "block": block.height,
         "transactions": len(receipts),
         "statuses": _status_counts(receipts),
@@ -455,7 +386,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     count = len(receipts)
     print(f"supervm demo on {url}")
     minted = (
-        f"; block {setup['height']} minted {DEMO_MINT:,} each to {setup['minted']:,} of them"
+        f"; block {setup.height} minted {workload.DEMO_MINT:,} each to {setup.minted:,} of them"
         if setup
         else ""
     )
@@ -487,8 +418,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_block(args: argparse.Namespace) -> int:
     from supervm.chain import Block, Chain
     from supervm.chain import Transaction as ChainTransaction
+    from supervm.chain.txfile import TransactionFileError, read_transactions
     from supervm.vm.runtime import contract_address
-    from supervm.vm.txfile import TransactionFileError, read_transactions
 
     if args.threads < 1:
         raise SystemExit("supervm: error: --threads must be at least 1")

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from supervm.errors import StorageClosedError, SuperVMError
+from supervm.state import merge, pending_under
 from supervm.storage import (
     Storage,
     check_key,
@@ -373,18 +374,17 @@ class MvccStore:
                 return _resolve(chain, ts)
         return value
 
-    def _scan(self, prefix: bytes, ts: int) -> dict[bytes, bytes | None]:
-        """Keys under ``prefix`` in the snapshot at ``ts``; ``None`` marks a deleted key.
+    def _scan(self, prefix: bytes, ts: int) -> list[tuple[bytes, bytes]]:
+        """Pairs under ``prefix`` in the snapshot at ``ts``, in key order.
 
         The store is scanned first and the chains consulted afterwards, for the
         reason given in :meth:`_read`.
         """
-        found: dict[bytes, bytes | None] = dict(self._storage.scan(prefix))
+        stored = list(self._storage.scan(prefix))
         with self._state:
             chains = self._chains
-            for key in self._keys_under(prefix):
-                found[key] = _resolve(chains[key], ts)
-        return found
+            versions = [(key, _resolve(chains[key], ts)) for key in self._keys_under(prefix)]
+        return list(merge(stored, versions))
 
     def _commit(self, tx: MvccTransaction) -> int:
         writes = tx._writes
@@ -552,10 +552,7 @@ class MvccTransaction:
         if self._isolation == "serializable":
             self._scans.add(prefix)
         view = self._store._scan(prefix, self._start_ts)
-        for key, value in self._writes.items():
-            if key.startswith(prefix):
-                view[key] = value
-        return iter(sorted((k, v) for k, v in view.items() if v is not None))
+        return iter(list(merge(view, pending_under(self._writes, prefix))))
 
     def set(self, key: bytes, value: bytes) -> None:
         """Write ``value`` under ``key`` when the transaction commits."""

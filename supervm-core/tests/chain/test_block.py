@@ -10,7 +10,7 @@ import pytest
 
 from supervm.chain import Block, Chain, ChainError, OwnershipRegistry, Transaction
 from supervm.chain.block import GENESIS_DIGEST, receipts_root, state_digest
-from supervm.chain.chain import BLOCK_PREFIX, DIGEST_KEY, HEIGHT_KEY
+from supervm.layout import BLOCK_PREFIX, DIGEST_KEY, HEIGHT_KEY
 from supervm.memory import MemoryStorage
 from supervm.storage import Storage
 from supervm.vm import Status

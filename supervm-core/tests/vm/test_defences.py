@@ -9,7 +9,7 @@ import pytest
 import wasmtime
 
 from supervm.vm import InvalidContractError, Limits, Runtime, Status
-from supervm.vm.runtime import STATE_PREFIX
+from supervm.layout import STATE_PREFIX
 
 from .conftest import IMPORTS, wat_contract
 

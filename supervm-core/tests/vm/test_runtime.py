@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from supervm.vm import Runtime, Status
-from supervm.vm.runtime import STATE_PREFIX
+from supervm.layout import STATE_PREFIX
 
 from .conftest import wat_contract
 

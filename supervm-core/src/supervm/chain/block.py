@@ -7,6 +7,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from supervm.state import BatchOp, WriteSet
 from supervm.vm.runtime import Receipt
 
 __all__ = [
@@ -82,7 +83,7 @@ class BlockResult:
     timestamp: int
     receipts: tuple[Receipt, ...]
     #: Final value of every key the block changed (``None``: deleted), sorted by key.
-    write_set: tuple[tuple[bytes, bytes | None], ...]
+    write_set: WriteSet
     parent_digest: bytes
     state_digest: bytes
     receipts_root: bytes
@@ -109,9 +110,7 @@ def _write_bytes(key: bytes, value: bytes | None) -> bytes:
     return _frame(key) + (b"\0" if value is None else b"\1" + _frame(value))
 
 
-def state_digest(
-    parent: bytes, height: int, write_set: Iterable[tuple[bytes, bytes | None]]
-) -> bytes:
+def state_digest(parent: bytes, height: int, write_set: Iterable[BatchOp]) -> bytes:
     """SHA-256 over the parent digest, the height and the block's sorted writes."""
     digest = hashlib.sha256()
     digest.update(b"supervm/state/v1")

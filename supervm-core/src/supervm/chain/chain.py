@@ -8,15 +8,12 @@ from supervm.chain.block import GENESIS_DIGEST, Block, BlockResult
 from supervm.chain.executor import BlockExecutor, Progress
 from supervm.chain.ownership import OwnershipRegistry
 from supervm.errors import SuperVMError
+from supervm.layout import DIGEST_KEY, HEIGHT_KEY, block_key
+from supervm.state import BatchOp
 from supervm.storage import Storage
 from supervm.vm.runtime import Runtime
 
-__all__ = ["BLOCK_PREFIX", "DIGEST_KEY", "HEIGHT_KEY", "Chain", "ChainError"]
-
-HEIGHT_KEY = b"meta/height"
-DIGEST_KEY = b"meta/digest"
-#: BLOCK_PREFIX + height (8 bytes, big-endian) -> state digest + receipts root.
-BLOCK_PREFIX = b"meta/block/"
+__all__ = ["Chain", "ChainError"]
 
 
 class ChainError(SuperVMError):
@@ -41,9 +38,17 @@ class Chain:
         max_reexecution_factor: int = 3,
     ) -> None:
         self.storage = storage
-        self.runtime = runtime or Runtime(storage, release_gil=threads > 1)
-        self.ownership = OwnershipRegistry(storage)
-        self.runtime.owner_of = self.ownership.owner
+        if runtime is None:
+            self.ownership = OwnershipRegistry(storage)
+            runtime = Runtime(storage, release_gil=threads > 1, ownership=self.ownership)
+        elif isinstance(runtime.ownership, OwnershipRegistry) and runtime.storage is storage:
+            self.ownership = runtime.ownership
+        else:
+            raise ValueError(
+                "a Chain's runtime must run on the chain's store with an OwnershipRegistry "
+                "over it: Runtime(storage, ownership=OwnershipRegistry(storage))"
+            )
+        self.runtime = runtime
         self.executor = BlockExecutor(
             self.runtime, threads=threads, max_reexecution_factor=max_reexecution_factor
         )
@@ -60,7 +65,7 @@ class Chain:
 
     def block_record(self, height: int) -> tuple[bytes, bytes] | None:
         """(state digest, receipts root) of the committed block at ``height``."""
-        raw = self.storage.get(BLOCK_PREFIX + struct.pack(">Q", height))
+        raw = self.storage.get(block_key(height))
         return None if raw is None else (raw[:32], raw[32:])
 
     def deploy(self, code: bytes, *, salt: bytes = b"") -> bytes:
@@ -84,14 +89,11 @@ class Chain:
                 f"result for block {result.height} does not extend head {height} "
                 f"({digest.hex()[:16]}...)"
             )
-        ops: list[tuple[bytes, bytes | None]] = list(result.write_set)
+        ops: list[BatchOp] = list(result.write_set)
         ops.append((HEIGHT_KEY, struct.pack(">Q", result.height)))
         ops.append((DIGEST_KEY, result.state_digest))
-        ops.append(
-            (BLOCK_PREFIX + struct.pack(">Q", result.height),
-             result.state_digest + result.receipts_root)
-        )  # fmt: skip
-        self.storage.write_batch(ops)
+        ops.append((block_key(result.height), result.state_digest + result.receipts_root))
+        self.runtime.write(ops)
 
     def apply(
         self, block: Block, *, mode: str = "parallel", progress: Progress | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from supervm.chain.block import (
@@ -28,37 +28,13 @@ from supervm.chain.block import (
 )
 from supervm.chain.mvmemory import Dependency, MVMemory, TxView
 from supervm.chain.scheduler import Scheduler
-from supervm.vm.host import StateView
+from supervm.state import BatchOp, OverlayView, StateView
 from supervm.vm.runtime import Receipt, Runtime
 
-__all__ = ["BlockExecutor", "OverlayView"]
+__all__ = ["BlockExecutor"]
 
 #: Progress callback: (transactions done, transactions in the block).
 Progress = Callable[[int, int], None]
-
-
-class OverlayView:
-    """Writes of earlier transactions over the pre-block state."""
-
-    def __init__(self, base: StateView, overlay: dict[bytes, bytes | None] | None = None) -> None:
-        self.base = base
-        self.overlay: dict[bytes, bytes | None] = {} if overlay is None else overlay
-
-    def get(self, key: bytes) -> bytes | None:
-        overlay = self.overlay
-        if key in overlay:
-            return overlay[key]
-        return self.base.get(key)
-
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        merged = dict(self.base.scan(prefix))
-        for key, value in self.overlay.items():
-            if key.startswith(prefix):
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-        return iter(sorted(merged.items()))
 
 
 class BlockExecutor:
@@ -169,7 +145,7 @@ class BlockExecutor:
 
     def _sequential(
         self, block: Block, base: StateView, stats: ExecutionStats, progress: Progress | None
-    ) -> tuple[list[Receipt], list[tuple[bytes, bytes | None]]]:
+    ) -> tuple[list[Receipt], list[BatchOp]]:
         view = OverlayView(base)
         overlay = view.overlay
         receipts = []
@@ -199,7 +175,7 @@ class BlockExecutor:
 
     def _parallel(
         self, block: Block, base: StateView, progress: Progress | None
-    ) -> tuple[list[Receipt], list[tuple[bytes, bytes | None]], ExecutionStats] | str:
+    ) -> tuple[list[Receipt], list[BatchOp], ExecutionStats] | str:
         txs = block.transactions
         count = len(txs)
         stats = ExecutionStats(mode="parallel", threads=self.threads)

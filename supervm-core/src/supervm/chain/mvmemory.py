@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import Final
 
-from supervm.vm.host import StateView
+from supervm.state import BatchOp, StateView, merge
 
 __all__ = ["ESTIMATE", "Dependency", "MVMemory", "TxView", "Version"]
 
@@ -71,25 +71,17 @@ class MVMemory:
 
     def scan(self, prefix: bytes, txn: int) -> list[tuple[bytes, Version, bytes | None]]:
         """Every key with ``prefix`` as ``txn`` sees it, deleted ones included (value None)."""
-        base = {k: v for k, v in self.base.scan(prefix)}
+        base = [(key, (None, value)) for key, value in self.base.scan(prefix)]
         with self._lock:
-            keys = set(base)
-            keys.update(k for k in self._data if k.startswith(prefix))
-            out = []
-            for key in sorted(keys):
-                entries = self._data.get(key)
-                version: Version = None
-                value = base.get(key)
-                if entries:
-                    version, found = self._lookup(key, txn)
-                    if version is not None:
-                        value = found
-                out.append((key, version, value))
-            return out
+            pending = []
+            for key in sorted(k for k in self._data if k.startswith(prefix)):
+                version, value = self._lookup(key, txn)
+                if version is not None:
+                    pending.append((key, (version, value)))
+            entries: list[tuple[bytes, tuple[Version, bytes | None]]] = list(merge(base, pending))
+        return [(key, version, value) for key, (version, value) in entries]
 
-    def record(
-        self, txn: int, incarnation: int, writes: Iterable[tuple[bytes, bytes | None]]
-    ) -> bool:
+    def record(self, txn: int, incarnation: int, writes: Iterable[BatchOp]) -> bool:
         """Install an incarnation's writes; True if it wrote a key the last one did not."""
         with self._lock:
             new_keys = set()
@@ -125,7 +117,7 @@ class MVMemory:
             return False
         return True
 
-    def final_writes(self) -> list[tuple[bytes, bytes | None]]:
+    def final_writes(self) -> list[BatchOp]:
         """The block's write set: the highest transaction's value for each key, sorted."""
         out = []
         with self._lock:

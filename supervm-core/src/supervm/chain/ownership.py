@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from supervm.layout import OWNER_PREFIX, state_key
 from supervm.storage import Storage
-from supervm.vm.runtime import STATE_PREFIX
 
-__all__ = ["OWNER_PREFIX", "OwnershipRegistry"]
-
-#: Storage prefix of ownership records: OWNER_PREFIX + state key -> owner address.
-OWNER_PREFIX = b"o/"
+__all__ = ["OwnershipRegistry"]
 
 
 class OwnershipRegistry:
@@ -30,7 +27,7 @@ class OwnershipRegistry:
     @staticmethod
     def state_key(contract: bytes, key: bytes) -> bytes:
         """The storage key of ``key`` in ``contract``'s namespace."""
-        return STATE_PREFIX + contract + key
+        return state_key(contract, key)
 
     def assign(self, contract: bytes, key: bytes, owner: bytes) -> None:
         """Make ``owner`` the only account whose calls may write ``key`` of ``contract``."""

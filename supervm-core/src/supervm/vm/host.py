@@ -9,10 +9,10 @@ both paths run exactly this code, so receipts and gas agree.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from supervm.state import StateView, merge, pending_under
 from supervm.vm.abi import HOST_FUNCTIONS, HostFunctionSpec, Limits
 
 __all__ = [
@@ -23,18 +23,7 @@ __all__ = [
     "HostFunction",
     "OutOfGas",
     "Revert",
-    "StateView",
 ]
-
-
-class StateView(Protocol):
-    """Read access to committed state, as a call sees it."""
-
-    def get(self, key: bytes) -> bytes | None:
-        """Value of ``key`` or ``None``."""
-
-    def scan(self, prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
-        """Pairs whose key starts with ``prefix``, in ascending key order."""
 
 
 class HostError(Exception):
@@ -51,32 +40,6 @@ class OutOfGas(Exception):
 
 class Forbidden(Exception):
     """The call touched an object its sender does not own; status ``forbidden``."""
-
-
-_EMPTY: tuple[()] = ()
-
-
-def _merged(
-    base: Iterator[tuple[bytes, bytes]], overlay: list[tuple[bytes, bytes | None]]
-) -> Iterator[tuple[bytes, bytes]]:
-    """``base`` with ``overlay`` applied (overlay wins; ``None`` hides a key), in key order."""
-    if not overlay:
-        yield from base
-        return
-    own = dict(overlay)
-    last = None
-    # heapq.merge is stable: for equal keys the overlay (listed first) comes first.
-    tagged_overlay = ((k, 0, v) for k, v in overlay)
-    tagged_base = ((k, 1, v) for k, v in base)
-    for key, _, value in heapq.merge(tagged_overlay, tagged_base):
-        if key == last:
-            continue
-        last = key
-        if key in own:
-            value = own[key]
-            if value is None:
-                continue
-        yield key, value  # type: ignore[misc]
 
 
 class _Iterator:
@@ -185,13 +148,6 @@ class Host:
                 f"key of {length} bytes exceeds the limit of {self.limits.max_key_size}"
             )
         return self.namespace + self.read(ptr, length)
-
-    def _lookup(self, key: bytes) -> bytes | None:
-        writes = self.writes
-        if key in writes:
-            return writes[key]
-        self.reads.add(key)
-        return self.view.get(key)
 
     def _check_write(self, key: bytes) -> None:
         owner_of = self.owner_of
@@ -308,8 +264,7 @@ class Host:
         self.charge(300 + prefix_len)
         prefix = self.namespace + self.read(prefix_ptr, prefix_len)
         self.scans.append(prefix)
-        own = sorted((k, v) for k, v in self.writes.items() if k.startswith(prefix))
-        items = _merged(iter(self.view.scan(prefix)), own)
+        items = merge(self.view.scan(prefix), pending_under(self.writes, prefix))
         self.iterators.append(_Iterator(items, len(self.namespace)))
         return len(self.iterators) - 1
 

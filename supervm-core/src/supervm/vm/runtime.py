@@ -7,10 +7,12 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
 
+from supervm.layout import CODE_PREFIX, CONTRACT_PREFIX, MARKER, STATE_PREFIX, check_layout
 from supervm.memory import MemoryStorage
+from supervm.state import BatchOp, StateView, StorageView, WriteSet
 from supervm.storage import Storage
 from supervm.vm._capi import STACK_OVERFLOW
 from supervm.vm.abi import HOST_MODULE, Limits
@@ -28,25 +30,18 @@ from supervm.vm.host import (
     HostFunction,
     OutOfGas,
     Revert,
-    StateView,
 )
 from supervm.vm.instance import FastPath, PublicPath
 
 __all__ = [
-    "CODE_PREFIX",
-    "CONTRACT_PREFIX",
-    "STATE_PREFIX",
     "Event",
+    "Ownership",
     "Receipt",
     "Runtime",
     "Status",
     "contract_address",
 ]
 
-#: Key layout in storage: contract state, code by hash, contract -> code hash.
-STATE_PREFIX = b"c"
-CODE_PREFIX = b"m/code/"
-CONTRACT_PREFIX = b"m/contract/"
 ADDRESS_SIZE = 20
 MAX_SENDER_SIZE = 64
 DEFAULT_GAS_LIMIT = 10_000_000
@@ -84,7 +79,7 @@ class Receipt(NamedTuple):
     #: Key prefixes the call iterated over (in call order).
     scan_set: tuple[bytes, ...] = ()
     #: (key, value or None for a delete), sorted by key.
-    write_set: tuple[tuple[bytes, bytes | None], ...] = ()
+    write_set: WriteSet = ()
 
     @property
     def ok(self) -> bool:
@@ -142,15 +137,11 @@ def contract_address(code: bytes, salt: bytes = b"") -> bytes:
     return hashlib.sha256(b"supervm/contract" + code_hash(code) + salt).digest()[:ADDRESS_SIZE]
 
 
-class _StorageView:
-    """A :class:`StateView` straight over a store."""
+class Ownership(Protocol):
+    """Who owns a state key: a call may write an owned key only as its owner."""
 
-    def __init__(self, storage: Storage) -> None:
-        self.get = storage.get
-        self._storage = storage
-
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return self._storage.scan(prefix)
+    def owner(self, state_key: bytes) -> bytes | None:
+        """The owner of a full state key, or ``None`` for a shared object."""
 
 
 class Runtime:
@@ -158,7 +149,8 @@ class Runtime:
 
     ``Runtime()`` uses a fresh in-memory store. ``fast=False`` selects
     wasmtime-py's public API instead of the unchecked C-API path; both give
-    identical receipts.
+    identical receipts. With an ``ownership`` policy, a call may write an owned
+    state key only when its sender is the owner (status ``forbidden`` otherwise).
     """
 
     def __init__(
@@ -169,8 +161,10 @@ class Runtime:
         limits: Limits | None = None,
         release_gil: bool = False,
         extra_host_functions: Iterable[HostFunction] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.storage: Storage = MemoryStorage() if storage is None else storage
+        self._layout_marked = check_layout(self.storage)
         self.limits = limits or Limits()
         self.engine = make_engine(self.limits)
         if extra_host_functions is None:
@@ -198,8 +192,9 @@ class Runtime:
         self._code_of: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
         self.cache_size = 64
-        #: Owner of a state key (None: shared object); set to enforce ownership.
-        self.owner_of: Callable[[bytes], bytes | None] | None = None
+        #: The ownership policy calls are checked against (None: no ownership).
+        self.ownership = ownership
+        self._owner_of = None if ownership is None else ownership.owner
 
     # -- code ------------------------------------------------------------------
 
@@ -227,13 +222,22 @@ class Runtime:
             raise TypeError(f"salt must be bytes, not {type(salt).__name__}")
         compiled = self.compile(code)
         address = contract_address(code, salt)
-        self.storage.write_batch(
+        self.write(
             [
                 (CODE_PREFIX + compiled.code_hash, code),
                 (CONTRACT_PREFIX + address, compiled.code_hash),
             ]
         )
         return address
+
+    def write(self, ops: list[BatchOp] | WriteSet) -> None:
+        """Apply ``ops`` to the store in one atomic batch (stamping the layout once)."""
+        if not self._layout_marked:
+            ops = [*ops, MARKER]
+            self.storage.write_batch(ops)
+            self._layout_marked = True
+            return
+        self.storage.write_batch(ops)
 
     def _code_hash(self, address: bytes) -> bytes | None:
         """Hash of the code deployed at ``address`` (remembered once found)."""
@@ -279,10 +283,10 @@ class Runtime:
         receipt = self.run(
             address, method, input, sender=sender, gas_limit=gas_limit,
             block_height=block_height, block_timestamp=block_timestamp,
-            view=_StorageView(self.storage),
+            view=StorageView(self.storage),
         )  # fmt: skip
         if commit and receipt.status is Status.OK and receipt.write_set:
-            self.storage.write_batch(receipt.write_set)
+            self.write(receipt.write_set)
         return receipt
 
     def execute(
@@ -305,10 +309,10 @@ class Runtime:
         address = contract_address(code)
         receipt = self._run_compiled(
             compiled, address, function, input, sender, gas_limit, block_height,
-            block_timestamp, _StorageView(self.storage),
+            block_timestamp, StorageView(self.storage),
         )  # fmt: skip
         if receipt.status is Status.OK and receipt.write_set:
-            self.storage.write_batch(receipt.write_set)
+            self.write(receipt.write_set)
         return receipt
 
     def run(
@@ -327,7 +331,7 @@ class Runtime:
         """Run a call against ``view`` and return its receipt; nothing is written anywhere.
 
         With ``owned_only`` the call may touch only objects its sender owns (see
-        :attr:`owner_of`); anything else ends it with status ``forbidden``.
+        :attr:`ownership`); anything else ends it with status ``forbidden``.
         """
         rejected = self._check_call(address, method, input, sender, gas_limit, block_height,
                                     block_timestamp)  # fmt: skip
@@ -402,8 +406,8 @@ class Runtime:
             view, STATE_PREFIX + address, address, sender, input, block_height,
             block_timestamp, self.limits,
         )  # fmt: skip
-        if self.owner_of is not None:
-            host.owner_of = self.owner_of
+        if self._owner_of is not None:
+            host.owner_of = self._owner_of
             host.owned_only = owned_only
         elif owned_only:
             return Receipt(Status.FORBIDDEN, error="no ownership registry: owned-only calls "
