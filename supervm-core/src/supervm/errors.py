@@ -12,6 +12,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidURLError",
     "KeyTooLargeError",
+    "LayoutVersionError",
     "StorageClosedError",
     "StorageConnectionError",
     "StorageError",
@@ -73,3 +74,12 @@ class BackendNotFoundError(SuperVMError, LookupError):
         super().__init__(message)
         self.scheme = scheme
         self.installed = installed
+
+
+class LayoutVersionError(SuperVMError):
+    """A store was written with an on-disk layout this SuperVM does not read."""
+
+    def __init__(self, message: str, *, found: int | None, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
