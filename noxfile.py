@@ -74,10 +74,12 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
-    """ruff lint and format check over the whole tree."""
-    session.install("ruff")
+    """ruff lint and format check over the whole tree; import-linter's layer contracts."""
+    _install_workspace(session, *PACKAGES)
+    session.install("ruff", "import-linter")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHONS[0])
