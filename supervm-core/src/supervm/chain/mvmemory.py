@@ -10,6 +10,7 @@ waits for that transaction instead of reading a value about to change.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from typing import Final
 
@@ -39,35 +40,80 @@ class Dependency(Exception):
         self.blocking = blocking
 
 
+class _Versions:
+    """One key's entries: transaction indices in ascending order beside their entries."""
+
+    __slots__ = ("entries", "indices")
+
+    def __init__(self) -> None:
+        #: Indices of the transactions with an entry, ascending: bisected by lookups.
+        self.indices: list[int] = []
+        #: ``(incarnation, value)`` or :data:`ESTIMATE`, by transaction index.
+        self.entries: dict[int, object] = {}
+
+    def put(self, txn: int, entry: object) -> None:
+        entries = self.entries
+        if txn not in entries:
+            indices = self.indices
+            if not indices or indices[-1] < txn:
+                indices.append(txn)
+            else:
+                insort(indices, txn)
+        entries[txn] = entry
+
+    def remove(self, txn: int) -> None:
+        entries = self.entries
+        if txn in entries:
+            del entries[txn]
+            indices = self.indices
+            del indices[bisect_left(indices, txn)]
+
+    def below(self, txn: int) -> int:
+        """The highest index with an entry below ``txn``, or -1."""
+        indices = self.indices
+        position = bisect_left(indices, txn)
+        return indices[position - 1] if position else -1
+
+
 class MVMemory:
-    """Versions written by the block's transactions, over the pre-block state."""
+    """Versions written by the block's transactions, over the pre-block state.
+
+    Each key's versions are kept sorted by transaction index, so finding the
+    one a transaction reads is a bisection, however many transactions wrote
+    the key. One lock guards the versions; the pre-block state is never
+    changed and is read outside it.
+    """
 
     def __init__(self, base: StateView) -> None:
         self.base = base
-        self._data: dict[bytes, dict[int, object]] = {}
+        self._data: dict[bytes, _Versions] = {}
         self._written: dict[int, set[bytes]] = {}
         self._lock = threading.Lock()
 
-    def _lookup(self, key: bytes, txn: int) -> tuple[Version, bytes | None]:
-        """Newest entry below ``txn``: raises Dependency on an estimate."""
-        entries = self._data.get(key)
-        if entries:
-            best = -1
-            for index in entries:
-                if best < index < txn:
-                    best = index
-            if best >= 0:
-                entry = entries[best]
-                if entry is ESTIMATE:
-                    raise Dependency(best)
-                written: tuple[int, bytes | None] = entry  # type: ignore[assignment]
-                return (best, written[0]), written[1]
-        return None, self.base.get(key)
+    def _find(self, key: bytes, txn: int) -> tuple[tuple[int, int], bytes | None] | None:
+        """Newest entry below ``txn`` as ``(version, value)``, or None for the pre-block state.
+
+        Called with the lock held; raises Dependency on an estimate.
+        """
+        versions = self._data.get(key)
+        if versions is None:
+            return None
+        best = versions.below(txn)
+        if best < 0:
+            return None
+        entry = versions.entries[best]
+        if entry is ESTIMATE:
+            raise Dependency(best)
+        written: tuple[int, bytes | None] = entry  # type: ignore[assignment]
+        return (best, written[0]), written[1]
 
     def read(self, key: bytes, txn: int) -> tuple[Version, bytes | None]:
         """The version and value transaction ``txn`` sees for ``key``."""
         with self._lock:
-            return self._lookup(key, txn)
+            found = self._find(key, txn)
+        if found is None:
+            return None, self.base.get(key)
+        return found
 
     def scan(self, prefix: bytes, txn: int) -> list[tuple[bytes, Version, bytes | None]]:
         """Every key with ``prefix`` as ``txn`` sees it, deleted ones included (value None)."""
@@ -75,24 +121,30 @@ class MVMemory:
         with self._lock:
             pending = []
             for key in sorted(k for k in self._data if k.startswith(prefix)):
-                version, value = self._lookup(key, txn)
-                if version is not None:
-                    pending.append((key, (version, value)))
-            entries: list[tuple[bytes, tuple[Version, bytes | None]]] = list(merge(base, pending))
+                found = self._find(key, txn)
+                if found is not None:
+                    pending.append((key, found))
+        entries: list[tuple[bytes, tuple[Version, bytes | None]]] = list(merge(base, pending))
         return [(key, version, value) for key, (version, value) in entries]
 
     def record(self, txn: int, incarnation: int, writes: Iterable[BatchOp]) -> bool:
         """Install an incarnation's writes; True if it wrote a key the last one did not."""
         with self._lock:
+            data = self._data
             new_keys = set()
             for key, value in writes:
-                self._data.setdefault(key, {})[txn] = (incarnation, value)
+                versions = data.get(key)
+                if versions is None:
+                    versions = data[key] = _Versions()
+                versions.put(txn, (incarnation, value))
                 new_keys.add(key)
             old_keys = self._written.get(txn, set())
             for key in old_keys - new_keys:
-                entries = self._data.get(key)
-                if entries is not None:
-                    entries.pop(txn, None)
+                versions = data.get(key)
+                if versions is not None:
+                    versions.remove(txn)
+                    if not versions.indices:
+                        del data[key]
             self._written[txn] = new_keys
             return bool(new_keys - old_keys)
 
@@ -100,15 +152,17 @@ class MVMemory:
         """Turn ``txn``'s writes into estimates (its incarnation was aborted)."""
         with self._lock:
             for key in self._written.get(txn, ()):
-                self._data[key][txn] = ESTIMATE
+                self._data[key].entries[txn] = ESTIMATE
 
     def validate(self, txn: int, reads: list[tuple[bytes, Version]],
                  scans: list[tuple[bytes, list[tuple[bytes, Version]]]]) -> bool:  # fmt: skip
         """Whether every read and scan of ``txn`` would still see the same versions."""
         try:
-            for key, version in reads:
-                if self.read(key, txn)[0] != version:
-                    return False
+            with self._lock:
+                for key, version in reads:
+                    found = self._find(key, txn)
+                    if (None if found is None else found[0]) != version:
+                        return False
             for prefix, seen in scans:
                 now = [(key, version) for key, version, _ in self.scan(prefix, txn)]
                 if now != seen:
@@ -122,10 +176,8 @@ class MVMemory:
         out = []
         with self._lock:
             for key in sorted(self._data):
-                entries = self._data[key]
-                if not entries:
-                    continue
-                entry = entries[max(entries)]
+                versions = self._data[key]
+                entry = versions.entries[versions.indices[-1]]
                 assert entry is not ESTIMATE, "estimate left after the block finished"
                 out.append((key, entry[1]))  # type: ignore[index]
         return out
