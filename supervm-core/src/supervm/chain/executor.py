@@ -13,10 +13,8 @@ order on one thread and is never validated.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from supervm.chain.block import (
     Block,
@@ -26,15 +24,29 @@ from supervm.chain.block import (
     receipts_root,
     state_digest,
 )
-from supervm.chain.mvmemory import Dependency, MVMemory, TxView
-from supervm.chain.scheduler import Scheduler
+from supervm.chain.mvmemory import MVMemory
+from supervm.chain.parallel import Outcome, ParallelRun, Progress, RunTx
 from supervm.state import BatchOp, OverlayView, StateView
 from supervm.vm.runtime import Receipt, Runtime
 
-__all__ = ["BlockExecutor"]
+__all__ = ["BlockExecutor", "Progress", "run_sequential"]
 
-#: Progress callback: (transactions done, transactions in the block).
-Progress = Callable[[int, int], None]
+
+def run_sequential(
+    run_tx: RunTx, count: int, base: StateView, stats: ExecutionStats, progress: Progress | None
+) -> tuple[list[Receipt], list[BatchOp]]:
+    """Run transactions ``0..count-1`` in order, each over the writes of those before it."""
+    view = OverlayView(base)
+    receipts = []
+    for done in range(1, count + 1):
+        receipt = run_tx(done - 1, view)
+        stats.executions += 1
+        if receipt.write_set:
+            view.update(receipt.write_set)
+        receipts.append(receipt)
+        if progress is not None and (done % 256 == 0 or done == count):
+            progress(done, count)
+    return receipts, sorted(view.overlay.items())
 
 
 class BlockExecutor:
@@ -146,19 +158,11 @@ class BlockExecutor:
     def _sequential(
         self, block: Block, base: StateView, stats: ExecutionStats, progress: Progress | None
     ) -> tuple[list[Receipt], list[BatchOp]]:
-        view = OverlayView(base)
-        overlay = view.overlay
-        receipts = []
-        total = len(block.transactions)
-        for done, tx in enumerate(block.transactions, 1):
-            receipt = self._run(tx, block, view)
-            stats.executions += 1
-            if receipt.write_set:
-                overlay.update(receipt.write_set)
-            receipts.append(receipt)
-            if progress is not None and (done % 256 == 0 or done == total):
-                progress(done, total)
-        return receipts, sorted(overlay.items())
+        txs = block.transactions
+        return run_sequential(
+            lambda index, view: self._run(txs[index], block, view),
+            len(txs), base, stats, progress,
+        )  # fmt: skip
 
     # -- parallel -----------------------------------------------------------------------
 
@@ -173,135 +177,17 @@ class BlockExecutor:
                 shared_seen.add(tx.sender)
         return lanes
 
-    def _parallel(
-        self, block: Block, base: StateView, progress: Progress | None
-    ) -> tuple[list[Receipt], list[BatchOp], ExecutionStats] | str:
+    def _parallel(self, block: Block, base: StateView, progress: Progress | None) -> Outcome | str:
         txs = block.transactions
-        count = len(txs)
-        stats = ExecutionStats(mode="parallel", threads=self.threads)
-        memory = MVMemory(base)
-        receipts: list[Receipt | None] = [None] * count
-        pool = self._workers()
-
-        # Owned-object fast path: each lane in order on one thread, results final.
-        lanes = self._owned_lanes(block)
-
-        def run_lane(indices: list[int]) -> list[int]:
-            """Run a lane; return the indices it ran (a lane stops at its first scan)."""
-            view = OverlayView(base)
-            for position, index in enumerate(indices):
-                receipt = self._run(txs[index], block, view)
-                if receipt.scan_set:
-                    # Which keys a scan meets depends on shared keys that other senders
-                    # may add earlier in the block: from here on the lane needs Block-STM.
-                    return indices[:position]
-                if receipt.write_set:
-                    view.overlay.update(receipt.write_set)
-                    memory.record(index, 0, receipt.write_set)
-                receipts[index] = receipt
-            return indices
-
-        ran = [pool.submit(run_lane, lane) for lane in lanes.values()]
-        finished = {index for future in ran for index in future.result()}
-        stats.owned_fast_path = len(finished)
-        stats.executions += len(finished)
-
-        scheduler = Scheduler(count, finished)
-        reads: list[tuple[list, list]] = [([], [])] * count  # type: ignore[type-arg]
-        budget = self.max_reexecution_factor * count + 16
-        counters = {"executions": 0, "validations": 0, "aborts": 0, "gas": 0}
-        failure: list[BaseException] = []
-        gave_up = threading.Event()
-        lock = scheduler.lock
-        # After this many executions, blocks of short transactions switch to sequential.
-        probe = min(count, 64)
-        reason: list[str] = []
-
-        def give_up(why: str) -> None:
-            reason.append(why)
-            gave_up.set()
-            scheduler.done = True
-            lock.notify_all()
-
-        def execute(index: int, incarnation: int) -> tuple[str, int, int] | None:
-            while True:
-                view = TxView(memory, index)
-                try:
-                    receipt = self._run(txs[index], block, view)
-                except Dependency as dep:
-                    with lock:
-                        if scheduler.add_dependency(index, dep.blocking):
-                            return None
-                    continue
-                wrote_new = memory.record(index, incarnation, receipt.write_set)
-                reads[index] = (view.reads, view.scans)
-                receipts[index] = receipt
-                with lock:
-                    counters["executions"] += 1
-                    counters["gas"] += receipt.gas_used
-                    executed = counters["executions"]
-                    if executed > budget:
-                        give_up("too many re-executions")
-                        return None
-                    if executed == probe and counters["gas"] < self.min_parallel_gas * executed:
-                        give_up(
-                            f"transactions average {counters['gas'] // executed:,} gas: "
-                            "too short for threads to pay off"
-                        )
-                        return None
-                    return scheduler.finish_execution(index, incarnation, wrote_new)
-
-        def validate(index: int, incarnation: int) -> tuple[str, int, int] | None:
-            point_reads, scans = reads[index]
-            valid = memory.validate(index, point_reads, scans)
-            with lock:
-                counters["validations"] += 1
-                aborted = not valid and scheduler.try_abort(index, incarnation)
-                if aborted:
-                    counters["aborts"] += 1
-            if aborted:
-                memory.mark_estimates(index)
-            with lock:
-                return scheduler.finish_validation(index, aborted)
-
-        def worker() -> None:
-            task = None
-            try:
-                while not gave_up.is_set():
-                    if task is None:
-                        with lock:
-                            if scheduler.done:
-                                return
-                            task = scheduler.next_task()
-                            if task is None:
-                                lock.wait(0.001)
-                                continue
-                    kind, index, incarnation = task
-                    task = (execute if kind == "execute" else validate)(index, incarnation)
-            except BaseException as exc:  # a store error or a bug: stop everyone
-                failure.append(exc)
-                gave_up.set()
-                with lock:
-                    scheduler.done = True
-                    lock.notify_all()
-
-        futures = [pool.submit(worker) for _ in range(self.threads)]
-        if progress is not None:
-            while wait(futures, timeout=0.05).not_done:
-                with lock:
-                    done = min(scheduler.validation_idx, scheduler.execution_idx, count)
-                progress(done, count)
-        for future in futures:
-            future.result()
-        if failure:
-            raise failure[0]
-        stats.executions += counters["executions"]
-        stats.validations = counters["validations"]
-        stats.aborts = counters["aborts"]
-        if gave_up.is_set():
-            return reason[0] if reason else "parallel execution stopped"
-        if progress is not None:
-            progress(count, count)
-        final = [r for r in receipts if r is not None]
-        assert len(final) == count
-        return final, memory.final_writes(), stats
+        run = ParallelRun(
+            lambda index, view: self._run(txs[index], block, view),
+            len(txs),
+            MVMemory(base),
+            self._workers(),
+            threads=self.threads,
+            lanes=self._owned_lanes(block).values(),
+            max_reexecution_factor=self.max_reexecution_factor,
+            min_parallel_gas=self.min_parallel_gas,
+            progress=progress,
+        )
+        return run.run()
