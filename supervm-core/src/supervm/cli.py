@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from supervm import __version__
 from supervm.errors import SuperVMError
@@ -71,8 +82,11 @@ DEFAULT_STORES = [
 ]
 
 
-def default_store_url() -> str:
-    """``$SUPERVM_STORE``, else the first installed embedded store under ``$SUPERVM_HOME``."""
+def default_store_url(*, create: bool = True) -> str:
+    """``$SUPERVM_STORE``, else the first installed embedded store under ``$SUPERVM_HOME``.
+
+    With ``create`` the home directory is made when missing.
+    """
     explicit = os.environ.get("SUPERVM_STORE")
     if explicit:
         return explicit
@@ -80,7 +94,8 @@ def default_store_url() -> str:
     installed = available_backends()
     for scheme, template in DEFAULT_STORES:
         if scheme in installed:
-            os.makedirs(home, exist_ok=True)
+            if create:
+                os.makedirs(home, exist_ok=True)
             return template.format(dir=home)
     return "memory://"
 
@@ -99,8 +114,10 @@ def _show(data: bytes, hex_mode: bool) -> str:
 
 
 def _cmd_kv(args: argparse.Namespace) -> int:
-    url = args.store or default_store_url()
-    with open_storage(url) as store:
+    # Reading never creates a store: a URL that holds none is an error.
+    writes = args.kv_command in ("set", "delete")
+    url = args.store or default_store_url(create=writes)
+    with open_storage(url, create=writes) as store:
         if args.kv_command == "get":
             value = store.get(_parse_bytes(args.key, args.hex))
             if value is None:
@@ -125,11 +142,16 @@ def _hex_arg(text: str, what: str) -> bytes:
         raise SystemExit(f"supervm: error: {what} {text!r} is not hexadecimal") from None
 
 
-def _runtime(args: argparse.Namespace) -> Any:
+def _runtime(args: argparse.Namespace, *, create: bool = True) -> Any:
     from supervm.vm import Runtime
 
-    url = args.store or default_store_url()
-    return Runtime(open_storage(url), fast=not args.public_api)
+    url = args.store or default_store_url(create=create)
+    storage = open_storage(url, create=create)
+    try:
+        return Runtime(storage, fast=not args.public_api)
+    except BaseException:
+        storage.close()
+        raise
 
 
 def _print_receipt(receipt: Any, as_json: bool) -> None:
@@ -172,7 +194,8 @@ def _call_input(args: argparse.Namespace) -> bytes:
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
-    runtime = _runtime(args)
+    # A call needs a deployed contract: a URL that holds no store is an error.
+    runtime = _runtime(args, create=False)
     try:
         receipt = runtime.call(
             _hex_arg(args.address, "address"),
@@ -230,43 +253,56 @@ def _cmd_build(args: argparse.Namespace) -> int:
 # -- blocks ----------------------------------------------------------------------------
 
 
-class _ProgressBar:
-    """A one-line text bar on stderr, drawn only when stderr is a terminal."""
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback ``(done, total)`` drawn with rich on stderr when it is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
 
-    WIDTH = 30
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
 
-    def __init__(self, label: str, enabled: bool | None = None) -> None:
-        self.label = label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._shown = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        percent = min(100, done * 100 // total)
-        if percent == self._shown:
-            return
-        self._shown = percent
-        filled = self.WIDTH * percent // 100
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        sys.stderr.write(f"\r{self.label:<10} [{bar}] {percent:3d}%  {done:,}/{total:,}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._shown >= 0:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        yield update
 
 
 def _timed_execute(chain: Any, block: Any, mode: str, label: str) -> tuple[Any, float]:
     """Execute ``block`` on top of the head (no commit); the result and wall seconds."""
-    bar = _ProgressBar(label)
-    start = time.perf_counter()
-    try:
-        result = chain.execute(block, mode=mode, progress=bar)
-    finally:
-        bar.close()
-    return result, time.perf_counter() - start
+    with _progress(label) as progress:
+        start = time.perf_counter()
+        result = chain.execute(block, mode=mode, progress=progress)
+        seconds = time.perf_counter() - start
+    return result, seconds
+
+
+def _fair_timings(chain: Any, block: Any, rounds: int) -> tuple[Any, float, Any, float]:
+    """Both modes on the same block: one warm-up each, then ``rounds`` alternating runs.
+
+    Returns each mode's last result and its best time. Warm-up runs compile the
+    contract and fill caches for both modes alike; alternating keeps drift of the
+    machine out of the comparison.
+    """
+    best = {"parallel": float("inf"), "sequential": float("inf")}
+    results: dict[str, Any] = {}
+    # Parallel first: the executor has not seen these transactions yet, so it starts
+    # with Block-STM rather than deciding from their gas that threads do not pay off.
+    for mode in ("parallel", "sequential"):
+        results[mode], _ = _timed_execute(chain, block, mode, f"warm-up {mode[:3]}")
+    for _ in range(rounds):
+        for mode in ("parallel", "sequential"):
+            results[mode], seconds = _timed_execute(chain, block, mode, mode)
+            best[mode] = min(best[mode], seconds)
+    return results["parallel"], best["parallel"], results["sequential"], best["sequential"]
 
 
 def _status_counts(receipts: Sequence[Any]) -> dict[str, int]:
@@ -328,7 +364,7 @@ def _rate(count: int, seconds: float) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from supervm.chain import Block, Chain, workload
 
-    for name in ("txs", "accounts", "threads"):
+    for name in ("txs", "accounts", "threads", "rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"supervm: error: --{name} must be at least 1")
     url = args.store or default_store_url()
@@ -342,10 +378,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed = height + 1 if args.seed is None else args.seed
         txs = workload.transfers(token, accounts, args.txs, seed)
         block = Block(height + 1, int(time.time()), tuple(txs))
-        # Parallel first: the executor has not seen these transactions, so it runs
-        # Block-STM rather than deciding from their gas that threads do not pay off.
-        parallel, parallel_s = _timed_execute(chain, block, "parallel", "parallel")
-        sequential, sequential_s = _timed_execute(chain, block, "sequential", "sequential")
+        parallel, parallel_s, sequential, sequential_s = _fair_timings(chain, block, args.rounds)
         agree = parallel.encode() == sequential.encode()
         if agree:
             chain.commit(parallel)
@@ -363,6 +396,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "accounts": args.accounts,
         "threads": args.threads,
         "seed": seed,
+        "rounds": args.rounds,
         "setup": None if setup is None else {"height": setup.height, "minted": setup.minted},
         "block": block.height,
         "transactions": len(receipts),
@@ -396,6 +430,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  receipts:    {statuses}")
     for reason, n in _failure_reasons(receipts)[:3]:
         print(f"               {n:,} x {reason}")
+    print(f"  timing:      best of {args.rounds} alternating runs per mode, after a warm-up")
     print(f"  parallel:    {parallel_s:.3f} s, {_rate(count, parallel_s)}  "
           f"({_describe_execution(parallel)})")  # fmt: skip
     print(f"  sequential:  {sequential_s:.3f} s, {_rate(count, sequential_s)}")
@@ -416,57 +451,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_block(args: argparse.Namespace) -> int:
-    from supervm.chain import Block, Chain
-    from supervm.chain import Transaction as ChainTransaction
-    from supervm.chain.txfile import TransactionFileError, read_transactions
-    from supervm.vm.runtime import contract_address
+    from supervm.chain import Chain
+    from supervm.chain.txfile import read_block_file
 
     if args.threads < 1:
         raise SystemExit("supervm: error: --threads must be at least 1")
-    path = Path(args.file)
-    if not path.is_file():
-        raise TransactionFileError(f"{path}: no such file")
-    # Parse the whole file before touching the store: deploys get their addresses
-    # up front (an address depends only on the code) and run once the file is valid.
-    deploys: list[tuple[int, str, bytes]] = []
-    codes: list[bytes] = []
-
-    def plan_deploy(code: bytes) -> bytes:
-        codes.append(code)
-        return contract_address(code)
-
-    assignments = []
-    calls: list[tuple[int, ChainTransaction]] = []
-    for number, item in read_transactions(path, deploy=plan_deploy, block=True):
-        if "tx" in item:
-            tx = item["tx"]
-            calls.append((number, tx))
-        elif "assign" in item:
-            assignments.append(item["assign"])
-        else:
-            deploys.append((number, item["deployed"], codes[-1]))
-    if not calls:
-        raise TransactionFileError(f"{path}: no calls: nothing to put in a block")
-
+    # The whole file is parsed before the store is touched.
+    plan = read_block_file(Path(args.file))
     url = args.store or default_store_url()
     storage = open_storage(url)
     chain = Chain(storage, threads=args.threads)
     try:
-        deployed = [(number, name, chain.deploy(code)) for number, name, code in deploys]
-        for (number, _, code), (_, _, address) in zip(deploys, deployed, strict=True):
-            if address != contract_address(code):
-                raise SuperVMError(f"{path}:{number}: deployed at an unexpected address")
-        for assignment in assignments:
-            chain.ownership.assign(assignment.contract, assignment.key, assignment.owner)
+        deployed = [(d.line, d.name, address) for d, address in plan.prepare(chain)]
         height, _ = chain.head()
         timestamp = int(time.time()) if args.timestamp is None else args.timestamp
-        block = Block(height + 1, timestamp, tuple(tx for _, tx in calls))
+        block = plan.block(height + 1, timestamp)
         result, seconds = _timed_execute(chain, block, args.mode, args.mode)
         chain.commit(result)
         head, digest = chain.head()
     finally:
         chain.close()
         storage.close()
+    assignments, calls = plan.assignments, plan.calls
 
     receipts = result.receipts
     lines = [number for number, _ in calls]
@@ -507,18 +513,28 @@ def _cmd_block(args: argparse.Namespace) -> int:
     return 0
 
 
+_STORE_HELP = "storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)"
+
+
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        metavar="URL",
-        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
-    )
+    parser.add_argument("--store", metavar="URL", help=_STORE_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--public-api",
         action="store_true",
         help="use wasmtime's public API instead of the fast path",
     )
+
+
+def _kv_options(suppress: bool) -> argparse.ArgumentParser:
+    """``--store`` and ``--hex``, accepted before or after the kv action."""
+    parent = argparse.ArgumentParser(add_help=False)
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    parent.add_argument("--store", metavar="URL", help=_STORE_HELP, **default)
+    parent.add_argument(
+        "--hex", action="store_true", help="keys and values are hexadecimal", **default
+    )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -532,22 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
     backends.set_defaults(func=_cmd_backends)
 
-    kv = sub.add_parser("kv", help="read and write a store directly")
-    kv.add_argument(
-        "--store",
-        metavar="URL",
-        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
-    )
-    kv.add_argument("--hex", action="store_true", help="keys and values are hexadecimal")
+    kv = sub.add_parser("kv", help="read and write a store directly", parents=[_kv_options(False)])
     kv_sub = kv.add_subparsers(dest="kv_command", metavar="ACTION", required=True)
-    kv_get = kv_sub.add_parser("get", help="print the value of KEY")
+    actions = [_kv_options(True)]
+    kv_get = kv_sub.add_parser("get", help="print the value of KEY", parents=actions)
     kv_get.add_argument("key")
-    kv_set = kv_sub.add_parser("set", help="store VALUE under KEY")
+    kv_set = kv_sub.add_parser("set", help="store VALUE under KEY", parents=actions)
     kv_set.add_argument("key")
     kv_set.add_argument("value")
-    kv_del = kv_sub.add_parser("delete", help="remove KEY")
+    kv_del = kv_sub.add_parser("delete", help="remove KEY", parents=actions)
     kv_del.add_argument("key")
-    kv_scan = kv_sub.add_parser("scan", help="list keys starting with PREFIX, in order")
+    kv_scan = kv_sub.add_parser(
+        "scan", help="list keys starting with PREFIX, in order", parents=actions
+    )
     kv_scan.add_argument("prefix", nargs="?", default="")
     kv.set_defaults(func=_cmd_kv)
 
@@ -587,11 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=int, default=1000, help="accounts (1000)")
     demo.add_argument("--threads", type=int, default=2, help="executor threads (2)")
     demo.add_argument("--seed", type=int, help="random seed (default: the block height)")
-    demo.add_argument(
-        "--store",
-        metavar="URL",
-        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
-    )
+    demo.add_argument("--rounds", type=int, default=3, help="timed runs per mode, alternating (3)")
+    demo.add_argument("--store", metavar="URL", help=_STORE_HELP)
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(func=_cmd_demo)
 
@@ -606,11 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     block.add_argument("--mode", choices=("parallel", "sequential"), default="parallel")
     block.add_argument("--threads", type=int, default=2, help="executor threads (2)")
     block.add_argument("--timestamp", type=int, help="block timestamp (default: now)")
-    block.add_argument(
-        "--store",
-        metavar="URL",
-        help="storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)",
-    )
+    block.add_argument("--store", metavar="URL", help=_STORE_HELP)
     block.add_argument("--json", action="store_true", help="print one JSON object")
     block.set_defaults(func=_cmd_block)
 

@@ -23,17 +23,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from supervm.chain.block import Transaction
+from supervm.chain.block import Block, Transaction
 from supervm.errors import SuperVMError
+from supervm.vm.runtime import contract_address
+
+if TYPE_CHECKING:
+    from supervm.chain.chain import Chain
 
 __all__ = [
     "Assignment",
+    "BlockFile",
+    "Deployment",
     "Transaction",
     "TransactionFileError",
+    "read_block_file",
     "read_transactions",
     "run_transactions",
 ]
@@ -97,11 +104,11 @@ def _parse(
     else:
         data = _hex(entry.get("input", ""), "input", where)
     numbers = {}
-    for field, default in (("gas", 10_000_000), ("height", 0), ("timestamp", 0)):
-        value = entry.get(field, default)
+    for name, default in (("gas", 10_000_000), ("height", 0), ("timestamp", 0)):
+        value = entry.get(name, default)
         if type(value) is not int or value < 0:
-            raise TransactionFileError(f"{where}: {field} must be a non-negative integer")
-        numbers[field] = value
+            raise TransactionFileError(f"{where}: {name} must be a non-negative integer")
+        numbers[name] = value
     owned = entry.get("owned", False)
     if type(owned) is not bool:
         raise TransactionFileError(f"{where}: owned must be true or false")
@@ -193,3 +200,72 @@ def run_transactions(runtime: Any, path: Path) -> Iterator[tuple[int, dict[str, 
             yield number, {"receipt": receipt}
         else:
             yield number, item
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deploy line of a block file: its line number, the file it named and the code."""
+
+    line: int
+    name: str
+    code: bytes
+
+    @property
+    def address(self) -> bytes:
+        """The address the code deploys at (it depends only on the code)."""
+        return contract_address(self.code)
+
+
+@dataclass
+class BlockFile:
+    """A block file read in full: deploys and assignments to make, then the block's calls."""
+
+    path: Path
+    deployments: list[Deployment] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
+    #: (line number, call) in block order.
+    calls: list[tuple[int, Transaction]] = field(default_factory=list)
+
+    def prepare(self, chain: Chain) -> list[tuple[Deployment, bytes]]:
+        """Deploy the contracts and make the assignments (outside any block)."""
+        deployed = []
+        for deployment in self.deployments:
+            address = chain.deploy(deployment.code)
+            if address != deployment.address:
+                raise SuperVMError(f"{self.path}:{deployment.line}: deployed at an unexpected "
+                                   "address")  # fmt: skip
+            deployed.append((deployment, address))
+        for assignment in self.assignments:
+            chain.ownership.assign(assignment.contract, assignment.key, assignment.owner)
+        return deployed
+
+    def block(self, height: int, timestamp: int) -> Block:
+        """The calls as the block at ``height``."""
+        return Block(height, timestamp, tuple(tx for _, tx in self.calls))
+
+
+def read_block_file(path: Path) -> BlockFile:
+    """Parse a whole block file without touching any store.
+
+    Deploys get their addresses up front (an address depends only on the code),
+    so calls may name contracts the file deploys.
+    """
+    if not path.is_file():
+        raise TransactionFileError(f"{path}: no such file")
+    plan = BlockFile(path)
+    codes: list[bytes] = []
+
+    def plan_deploy(code: bytes) -> bytes:
+        codes.append(code)
+        return contract_address(code)
+
+    for number, item in read_transactions(path, deploy=plan_deploy, block=True):
+        if "tx" in item:
+            plan.calls.append((number, item["tx"]))
+        elif "assign" in item:
+            plan.assignments.append(item["assign"])
+        else:
+            plan.deployments.append(Deployment(number, item["deployed"], codes[-1]))
+    if not plan.calls:
+        raise TransactionFileError(f"{path}: no calls: nothing to put in a block")
+    return plan
