@@ -34,6 +34,7 @@ def test_packaged_token_is_the_example() -> None:
 def test_demo_runs_twice_and_continues_the_chain(tmp_path: Path) -> None:
     first = supervm("demo", "--txs", "300", home=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stderr == "", "no progress bar when stderr is not a terminal"
     out = first.stdout
     assert "block 1 minted 1,000,000,000 each to 1,000 of them" in out
     assert "block 2: 300 transfers" in out
@@ -200,3 +201,39 @@ def test_run_refuses_block_only_fields(tmp_path: Path) -> None:
     assert (
         out.returncode == 1 and "run.jsonl:1: 'owned' is only allowed in block files" in out.stderr
     )
+
+
+def test_demo_draws_progress_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while the demo runs, so a full pty never blocks it
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = {k: v for k, v in os.environ.items() if k != "SUPERVM_STORE"}
+    env.update(SUPERVM_HOME=str(tmp_path), COLUMNS="100", TERM="xterm")
+    proc = subprocess.run(
+        [sys.executable, "-m", "supervm", "demo", "--txs", "2000", "--rounds", "1"],
+        stdout=subprocess.PIPE, stderr=follower, env=env, timeout=300,
+    )  # fmt: skip
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text[-2000:]
+    assert "sequential" in text and "/2000" in text, text[-2000:]
