@@ -25,7 +25,7 @@ from supervm.chain.block import (
     state_digest,
 )
 from supervm.chain.mvmemory import MVMemory
-from supervm.chain.parallel import Outcome, ParallelRun, Progress, RunTx
+from supervm.chain.parallel import Outcome, ParallelRun, Progress, RunTx, owned_lanes
 from supervm.state import BatchOp, OverlayView, StateView
 from supervm.vm.runtime import Receipt, Runtime
 
@@ -166,17 +166,6 @@ class BlockExecutor:
 
     # -- parallel -----------------------------------------------------------------------
 
-    def _owned_lanes(self, block: Block) -> dict[bytes, list[int]]:
-        """Owned-only transactions per sender, up to that sender's first shared one."""
-        lanes: dict[bytes, list[int]] = {}
-        shared_seen: set[bytes] = set()
-        for index, tx in enumerate(block.transactions):
-            if tx.owned and tx.sender not in shared_seen:
-                lanes.setdefault(tx.sender, []).append(index)
-            else:
-                shared_seen.add(tx.sender)
-        return lanes
-
     def _parallel(self, block: Block, base: StateView, progress: Progress | None) -> Outcome | str:
         txs = block.transactions
         run = ParallelRun(
@@ -185,7 +174,7 @@ class BlockExecutor:
             MVMemory(base),
             self._workers(),
             threads=self.threads,
-            lanes=self._owned_lanes(block).values(),
+            lanes=owned_lanes(txs),
             max_reexecution_factor=self.max_reexecution_factor,
             min_parallel_gas=self.min_parallel_gas,
             progress=progress,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, wait
+from typing import Protocol
 
 from supervm.chain.block import ExecutionStats
 from supervm.chain.mvmemory import Dependency, MVMemory, TxView, Version
@@ -24,7 +25,7 @@ from supervm.chain.scheduler import Scheduler, Task
 from supervm.state import BatchOp, OverlayView, StateView
 from supervm.vm.runtime import Receipt
 
-__all__ = ["Outcome", "ParallelRun", "Progress", "RunTx"]
+__all__ = ["Declared", "Outcome", "ParallelRun", "Progress", "RunTx", "owned_lanes"]
 
 #: Progress callback: (transactions done, transactions in the block).
 Progress = Callable[[int, int], None]
@@ -41,6 +42,33 @@ ReadSet = tuple[list[tuple[bytes, Version]], list[tuple[bytes, list[tuple[bytes,
 
 #: After this many executions, blocks of short transactions switch to sequential.
 PROBE = 64
+
+
+class Declared(Protocol):
+    """What :func:`owned_lanes` needs of a transaction (a :class:`Transaction` has it)."""
+
+    @property
+    def sender(self) -> bytes: ...
+
+    @property
+    def owned(self) -> bool: ...
+
+
+def owned_lanes(transactions: Iterable[Declared]) -> list[list[int]]:
+    """The owned-object lanes: each sender's owned-only transactions up to its first shared one.
+
+    Only a sender writes its objects, so its owned-only transactions that no
+    shared transaction of its own precedes read nothing another transaction of
+    the block writes before them: they run in order, and their results are final.
+    """
+    lanes: dict[bytes, list[int]] = {}
+    shared_seen: set[bytes] = set()
+    for index, tx in enumerate(transactions):
+        if tx.owned and tx.sender not in shared_seen:
+            lanes.setdefault(tx.sender, []).append(index)
+        else:
+            shared_seen.add(tx.sender)
+    return list(lanes.values())
 
 
 class ParallelRun:
