@@ -257,7 +257,7 @@ def per_call(runtime: Runtime, method: str, count: int) -> float:
     ctx, args, trap = instance.ctx, instance.args_addr, instance.trap_addr
     fuel_addr = instance.fuel_addr
     call, set_fuel, get_fuel = RAW.func_call_unchecked, RAW.context_set_fuel, RAW.context_get_fuel
-    import supervm.vm.instance as fast_module
+    import supervm.vm.fast_path as fast_module
 
     fast_module._current.host = host
     start = time.perf_counter()

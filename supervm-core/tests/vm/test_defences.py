@@ -8,8 +8,8 @@ import struct
 import pytest
 import wasmtime
 
-from supervm.vm import InvalidContractError, Limits, Runtime, Status
 from supervm.layout import STATE_PREFIX
+from supervm.vm import InvalidContractError, Limits, Runtime, Status
 
 from .conftest import IMPORTS, wat_contract
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from supervm.vm import Runtime, Status
 from supervm.layout import STATE_PREFIX
+from supervm.vm import Runtime, Status
 
 from .conftest import wat_contract
 

@@ -12,9 +12,17 @@ from supervm.errors import SuperVMError
 from supervm.vm.abi import HOST_FUNCTIONS, HOST_MODULE, Limits
 from supervm.vm.wasm import WasmFormatError, export_all_globals, may_mutate_tables, table_limits
 
-__all__ = ["CompiledContract", "InvalidContractError", "compile_contract", "make_engine"]
+__all__ = [
+    "WASM_PAGE_SIZE",
+    "CompiledContract",
+    "InvalidContractError",
+    "compile_contract",
+    "functype",
+    "make_engine",
+]
 
-_WASM_TYPES = {"i32", "i64", "f32", "f64"}
+#: Bytes in one page of linear memory.
+WASM_PAGE_SIZE = 65536
 
 
 class InvalidContractError(SuperVMError, ValueError):
@@ -57,8 +65,21 @@ def _wasmtime_reason(exc: Exception) -> str:
     return f"{lines[0]}: {detail}" if detail != lines[0] else detail
 
 
-def _signature(functype: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(str(t) for t in functype.params), tuple(str(t) for t in functype.results)
+def _signature(ftype: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(str(t) for t in ftype.params), tuple(str(t) for t in ftype.results)
+
+
+_VALTYPES = {
+    "i32": wasmtime.ValType.i32,
+    "i64": wasmtime.ValType.i64,
+    "f32": wasmtime.ValType.f32,
+    "f64": wasmtime.ValType.f64,
+}
+
+
+def functype(params: tuple[str, ...], results: tuple[str, ...]) -> wasmtime.FuncType:
+    """The wasmtime function type of a host function signature (``("i32",) -> ()``)."""
+    return wasmtime.FuncType([_VALTYPES[t]() for t in params], [_VALTYPES[t]() for t in results])
 
 
 #: (params, results) of every host function, by name.
@@ -71,14 +92,12 @@ HOST_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 class CompiledContract:
     """A validated, compiled contract and what the runtime needs to run it."""
 
-    code: bytes
     code_hash: bytes
     module: wasmtime.Module
     methods: frozenset[str]
-    memory_pages: int
     #: Restoring memory and globals gives a clean instance (no mutable tables).
     resettable: bool
-    #: Caches owned by the call paths (instantiation pre-links, per-thread instances).
+    #: Caches owned by the call paths (the fast path's ``InstancePre``).
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,11 +176,13 @@ def compile_contract(
                 f"contract table starts at {minimum} elements; "
                 f"the limit is {limits.max_table_elements}"
             )
+    try:
+        resettable = not may_mutate_tables(code)
+    except WasmFormatError as exc:
+        raise InvalidContractError(f"contract code is not valid WebAssembly: {exc}") from None
     return CompiledContract(
-        code=code,
         code_hash=code_hash(code),
         module=module,
         methods=frozenset(methods),
-        memory_pages=memory_pages,
-        resettable=not may_mutate_tables(code),
+        resettable=resettable,
     )

@@ -16,12 +16,14 @@ from supervm.state import BatchOp, StateView, StorageView, WriteSet
 from supervm.storage import Storage
 from supervm.vm._capi import STACK_OVERFLOW
 from supervm.vm.abi import HOST_MODULE, Limits
+from supervm.vm.callpath import CallPath
 from supervm.vm.engine import (
     CompiledContract,
     code_hash,
     compile_contract,
     make_engine,
 )
+from supervm.vm.fast_path import FastPath
 from supervm.vm.host import (
     CORE_FUNCTIONS,
     Forbidden,
@@ -31,7 +33,7 @@ from supervm.vm.host import (
     OutOfGas,
     Revert,
 )
-from supervm.vm.instance import FastPath, PublicPath
+from supervm.vm.public_path import PublicPath
 
 __all__ = [
     "Event",
@@ -132,6 +134,19 @@ class Receipt(NamedTuple):
         }
 
 
+#: Contract code as the runtime accepts it (``wasmtime.wat2wasm`` returns a bytearray).
+Code = bytes | bytearray | memoryview
+
+
+def _code_bytes(code: object) -> bytes:
+    """``code`` as bytes; TypeError unless it is bytes-like."""
+    if isinstance(code, (bytes, bytearray, memoryview)):
+        return bytes(code)
+    raise TypeError(
+        f"contract code must be bytes, bytearray or memoryview, not {type(code).__name__}"
+    )
+
+
 def contract_address(code: bytes, salt: bytes = b"") -> bytes:
     """The 20-byte address a contract with this code and salt is deployed at."""
     return hashlib.sha256(b"supervm/contract" + code_hash(code) + salt).digest()[:ADDRESS_SIZE]
@@ -147,10 +162,19 @@ class Ownership(Protocol):
 class Runtime:
     """Deploys WebAssembly contracts and executes calls against a store.
 
-    ``Runtime()`` uses a fresh in-memory store. ``fast=False`` selects
-    wasmtime-py's public API instead of the unchecked C-API path; both give
-    identical receipts. With an ``ownership`` policy, a call may write an owned
-    state key only when its sender is the owner (status ``forbidden`` otherwise).
+    ``Runtime()`` uses a fresh in-memory store. Calls run through :attr:`path`:
+    the hot path :class:`~supervm.vm.fast_path.FastPath` (wasmtime's unchecked
+    C API), or with ``fast=False`` the fallback
+    :class:`~supervm.vm.public_path.PublicPath` (wasmtime-py's public API); both
+    give identical receipts. The fast path resets and reuses one instance per
+    contract and thread; ``reuse_instances=False`` makes it instantiate afresh
+    for every call instead (the public path always does). With an ``ownership``
+    policy, a call may write an owned state key only when its sender is the
+    owner (status ``forbidden`` otherwise).
+
+    Committing calls (:meth:`call`, :meth:`execute`) may come from several
+    threads: each runs and commits under one lock, so none loses another's
+    writes. :meth:`run` takes no lock.
     """
 
     def __init__(
@@ -160,6 +184,7 @@ class Runtime:
         fast: bool = True,
         limits: Limits | None = None,
         release_gil: bool = False,
+        reuse_instances: bool = True,
         extra_host_functions: Iterable[HostFunction] | None = None,
         ownership: Ownership | None = None,
     ) -> None:
@@ -181,16 +206,20 @@ class Runtime:
         self._extra_imports = {
             spec.name: (spec.params, spec.results) for spec, _ in self.host_functions
         }
-        self.path: FastPath | PublicPath
+        #: How calls reach wasm: the hot path, or the public-API fallback.
+        self.path: CallPath
         if fast:
             self.path = FastPath(
-                self.engine, self.limits, self.host_functions, HOST_MODULE, release_gil
-            )
+                self.engine, self.limits, self.host_functions, HOST_MODULE, release_gil,
+                reuse_instances,
+            )  # fmt: skip
         else:
             self.path = PublicPath(self.engine, self.limits, self.host_functions, HOST_MODULE)
         self._compiled: OrderedDict[bytes, CompiledContract] = OrderedDict()
         self._code_of: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
+        # Held from the first read of a committing call to its commit.
+        self._commit_lock = threading.Lock()
         self.cache_size = 64
         #: The ownership policy calls are checked against (None: no ownership).
         self.ownership = ownership
@@ -198,9 +227,11 @@ class Runtime:
 
     # -- code ------------------------------------------------------------------
 
-    def compile(self, code: bytes) -> CompiledContract:
+    def compile(self, code: Code) -> CompiledContract:
         """Validate and compile ``code`` (cached by code hash)."""
-        digest = code_hash(code) if type(code) is bytes else b""
+        if type(code) is not bytes:
+            code = _code_bytes(code)
+        digest = code_hash(code)
         with self._lock:
             cached = self._compiled.get(digest)
             if cached is not None:
@@ -213,11 +244,13 @@ class Runtime:
                 self._compiled.popitem(last=False)
         return compiled
 
-    def deploy(self, code: bytes, *, salt: bytes = b"") -> bytes:
+    def deploy(self, code: Code, *, salt: bytes = b"") -> bytes:
         """Validate and store ``code``; return the contract's 20-byte address.
 
         Deploying the same code with the same salt again returns the same address.
         """
+        if type(code) is not bytes:
+            code = _code_bytes(code)
         if type(salt) is not bytes:
             raise TypeError(f"salt must be bytes, not {type(salt).__name__}")
         compiled = self.compile(code)
@@ -279,19 +312,29 @@ class Runtime:
         block_timestamp: int = 0,
         commit: bool = True,
     ) -> Receipt:
-        """Run ``method`` of the contract at ``address``; apply its writes if it succeeds."""
-        receipt = self.run(
-            address, method, input, sender=sender, gas_limit=gas_limit,
-            block_height=block_height, block_timestamp=block_timestamp,
-            view=StorageView(self.storage),
-        )  # fmt: skip
-        if commit and receipt.status is Status.OK and receipt.write_set:
-            self.write(receipt.write_set)
+        """Run ``method`` of the contract at ``address``; apply its writes if it succeeds.
+
+        With ``commit=False`` nothing is written (and no lock is taken).
+        """
+        if not commit:
+            return self.run(
+                address, method, input, sender=sender, gas_limit=gas_limit,
+                block_height=block_height, block_timestamp=block_timestamp,
+                view=StorageView(self.storage),
+            )  # fmt: skip
+        with self._commit_lock:
+            receipt = self.run(
+                address, method, input, sender=sender, gas_limit=gas_limit,
+                block_height=block_height, block_timestamp=block_timestamp,
+                view=StorageView(self.storage),
+            )  # fmt: skip
+            if receipt.status is Status.OK and receipt.write_set:
+                self.write(receipt.write_set)
         return receipt
 
     def execute(
         self,
-        code: bytes,
+        code: Code,
         function: str,
         block_height: int = 0,
         block_timestamp: int = 0,
@@ -305,14 +348,17 @@ class Runtime:
         The call runs as the contract ``contract_address(code)`` would, and its
         writes are applied to that contract's state when it succeeds.
         """
+        if type(code) is not bytes:
+            code = _code_bytes(code)
         compiled = self.compile(code)
         address = contract_address(code)
-        receipt = self._run_compiled(
-            compiled, address, function, input, sender, gas_limit, block_height,
-            block_timestamp, StorageView(self.storage),
-        )  # fmt: skip
-        if receipt.status is Status.OK and receipt.write_set:
-            self.write(receipt.write_set)
+        with self._commit_lock:
+            receipt = self._run_compiled(
+                compiled, address, function, input, sender, gas_limit, block_height,
+                block_timestamp, StorageView(self.storage),
+            )  # fmt: skip
+            if receipt.status is Status.OK and receipt.write_set:
+                self.write(receipt.write_set)
         return receipt
 
     def run(

@@ -1,11 +1,14 @@
-"""Running one contract method: the fast (unchecked C-API) path and the public-API path.
+"""Hot path: wasmtime's unchecked C API.
 
-Both paths drive the same :class:`~supervm.vm.host.Host` code and report a
-:class:`CallOutcome`; the runtime turns that into a receipt. The fast path keeps
-one instance per contract and thread and, before each call, restores linear
-memory and every global from the image taken right after instantiation (or
-makes a fresh instance when that would not be enough), so no call sees what an
-earlier call left behind.
+Calls go through ``wasmtime_func_call_unchecked`` and host functions are
+defined with ``wasmtime_linker_define_func_unchecked``: arguments and results
+travel in one raw ``wasmtime_val_raw_t`` array instead of being type-checked
+and boxed as wasmtime-py's public API does (:mod:`supervm.vm.public_path`, the
+fallback). The path keeps one instance per contract and thread and, before each
+call, restores linear memory and every global from the image taken right after
+instantiation; it makes a fresh instance instead when that would not be enough
+(the memory grew, or the module can change a table) or when asked to
+(``reuse_instances=False``). Either way no call sees what an earlier one left.
 """
 
 from __future__ import annotations
@@ -16,41 +19,20 @@ import threading
 import weakref
 from collections.abc import Callable
 from ctypes import addressof, c_uint64, c_void_p
-from typing import Any, NamedTuple
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from supervm.state import StateView
 from supervm.vm import _capi
 from supervm.vm._capi import RAW, RAW_CALLBACK, VAL_RAW_SIZE, keep_alive
 from supervm.vm.abi import HostFunctionSpec, Limits
-from supervm.vm.engine import CompiledContract
+from supervm.vm.callpath import CallOutcome, trap_name
+from supervm.vm.engine import WASM_PAGE_SIZE, CompiledContract, functype
 from supervm.vm.host import Host, HostError, HostFunction
 
-__all__ = ["CallOutcome", "FastPath", "PublicPath", "trap_name"]
-
-_PAGE = 65536
-
-
-class CallOutcome(NamedTuple):
-    """How a call into wasm ended, before the host's own outcome is considered."""
-
-    fuel_left: int
-    #: ``None`` when the call returned normally.
-    trap: str | None = None
-    out_of_fuel: bool = False
-    #: The wasm trap code, when wasm (not a host function) trapped.
-    code: int | None = None
-
-
-def trap_name(code: int | None) -> str:
-    """Stable text for a wasm trap code (the same on both call paths)."""
-    if code is None:
-        return "wasm trap"
-    return "wasm trap: " + _capi.TRAP_NAMES.get(code, f"code {code}").replace("_", " ")
-
-
-# -- the fast path -------------------------------------------------------------------
+__all__ = ["FastPath", "define_unchecked"]
 
 _SLOT = {"i32": "i12x", "i64": "q8x", "f32": "f12x", "f64": "d8x"}
 _current = threading.local()
@@ -139,21 +121,15 @@ def _trampoline(spec: HostFunctionSpec, method: Callable[..., Any]) -> Any:
     return callback
 
 
-def _functype(params: tuple[str, ...], results: tuple[str, ...]) -> wasmtime.FuncType:
-    kinds = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64,
-             "f32": wasmtime.ValType.f32, "f64": wasmtime.ValType.f64}  # fmt: skip
-    return wasmtime.FuncType([kinds[t]() for t in params], [kinds[t]() for t in results])
-
-
 def define_unchecked(
     linker: wasmtime.Linker, module: str, spec: HostFunctionSpec, impl: Callable[..., Any]
 ) -> None:
     """Define host function ``spec``, run by ``impl(host, *args)``, through the unchecked C API."""
     callback = _trampoline(spec, impl)
     mod, name = module.encode(), spec.name.encode()
-    functype = _functype(spec.params, spec.results)
+    ftype = functype(spec.params, spec.results)
     err = ffi.wasmtime_linker_define_func_unchecked(
-        linker.ptr(), mod, len(mod), name, len(name), functype.ptr(),
+        linker.ptr(), mod, len(mod), name, len(name), ftype.ptr(),
         ctypes.cast(callback, ffi.wasmtime_func_unchecked_callback_t), None,
         _capi.NULL_FINALIZER,
     )  # fmt: skip
@@ -169,7 +145,7 @@ class _FastInstance:
         # The store (and its memory mappings) goes when this instance does.
         self._release = weakref.finalize(self, RAW.store_delete, self.store)
         RAW.store_limiter(
-            self.store, limits.max_memory_pages * _PAGE, limits.max_table_elements, 1,
+            self.store, limits.max_memory_pages * WASM_PAGE_SIZE, limits.max_table_elements, 1,
             limits.max_tables, 1,
         )  # fmt: skip
         self.ctx = RAW.store_context(self.store)
@@ -182,7 +158,6 @@ class _FastInstance:
             message = _capi.error_text(int(err)) if err else _capi.trap_text(trap.value or 0)[0]
             self.close()
             raise HostError(f"instantiating the contract failed: {message}")
-        self._extern = ffi.wasmtime_extern_t()
         memory = self._export("memory")
         self.memory = memory.of.memory
         self.mem = addressof(self.memory)
@@ -243,24 +218,42 @@ class _FastInstance:
 
 
 class FastPath:
-    """Calls through ``wasmtime_func_call_unchecked`` with unchecked host functions."""
+    """Calls through ``wasmtime_func_call_unchecked`` with unchecked host functions.
+
+    ``reuse_instances=False`` gives every call a fresh instance instead of a
+    reset one (slower; the tests use it to check that resetting is exact).
+    ``release_gil=True`` lets other threads run while wasm runs.
+    """
 
     name = "fast"
 
-    def __init__(self, engine: wasmtime.Engine, limits: Limits, functions: list[HostFunction],
-                 module: str, release_gil: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: wasmtime.Engine,
+        limits: Limits,
+        functions: list[HostFunction],
+        module: str,
+        release_gil: bool = False,
+        reuse_instances: bool = True,
+    ) -> None:
         self.engine = engine
         self.limits = limits
+        self.reuse_instances = reuse_instances
         self.linker = wasmtime.Linker(engine)
         for spec, impl in functions:
             define_unchecked(self.linker, module, spec, impl)
         self.call_unchecked = (_capi.RAW_NOGIL if release_gil else RAW).func_call_unchecked
         self._local = threading.local()
 
-    def new_host(self, *args: Any, **kwargs: Any) -> Host:
-        return _FastHost(*args, **kwargs)
+    def new_host(
+        self, view: StateView, namespace: bytes, address: bytes, sender: bytes, input: bytes,
+        block_height: int, block_timestamp: int, limits: Limits,
+    ) -> Host:  # fmt: skip
+        return _FastHost(view, namespace, address, sender, input, block_height,
+                         block_timestamp, limits)  # fmt: skip
 
     def _instance(self, contract: CompiledContract) -> _FastInstance:
+        """This thread's instance of ``contract``, clean: reset, or made afresh."""
         instances: dict[bytes, _FastInstance] | None = getattr(self._local, "instances", None)
         if instances is None:
             instances = self._local.instances = {}
@@ -268,7 +261,7 @@ class FastPath:
         if (
             instance is not None
             and instance.dirty
-            and (not contract.resettable or not instance.reset())
+            and (not contract.resettable or not self.reuse_instances or not instance.reset())
         ):
             instance.close()
             instance = None
@@ -311,106 +304,3 @@ class FastPath:
             _, code = _capi.trap_text(trap)
             return CallOutcome(left, trap_name(code), code == _capi.OUT_OF_FUEL, code)
         return CallOutcome(left)
-
-
-# -- the public path -------------------------------------------------------------------
-
-
-class _PublicHost(Host):
-    """Guest memory and fuel through wasmtime-py's public objects."""
-
-    store: Any = None
-    memory: Any = None
-
-    def _check(self, ptr: int, length: int) -> None:
-        size = self.memory.data_len(self.store)
-        if ptr < 0 or length < 0 or ptr + length > size:
-            raise HostError(
-                f"guest memory access out of bounds: {length} bytes at {ptr} "
-                f"(memory is {size} bytes)"
-            )
-
-    def read(self, ptr: int, length: int) -> bytes:
-        self._check(ptr, length)
-        data: bytes = self.memory.read(self.store, ptr, ptr + length)
-        return bytes(data)
-
-    def write(self, ptr: int, data: bytes) -> None:
-        self._check(ptr, len(data))
-        self.memory.write(self.store, data, ptr)
-
-    def fuel_left(self) -> int:
-        left: int = self.store.get_fuel()
-        return left
-
-
-class PublicPath:
-    """Calls through wasmtime-py's public API: a fresh store and instance per call."""
-
-    name = "public"
-
-    def __init__(self, engine: wasmtime.Engine, limits: Limits, functions: list[HostFunction],
-                 module: str) -> None:  # fmt: skip
-        self.engine = engine
-        self.limits = limits
-        self.linker = wasmtime.Linker(engine)
-        self._local = threading.local()
-        for spec, impl in functions:
-            self.linker.define_func(
-                module, spec.name, _functype(spec.params, spec.results), self._host_function(impl)
-            )
-
-    def _host_function(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        local = self._local
-
-        def call(*args: Any) -> Any:
-            host = local.host
-            try:
-                return method(host, *args)
-            except BaseException as exc:
-                if host.outcome is None:
-                    host.outcome = exc
-                raise
-
-        return call
-
-    def new_host(self, *args: Any, **kwargs: Any) -> Host:
-        return _PublicHost(*args, **kwargs)
-
-    def call(self, contract: CompiledContract, method: str, host: Host, fuel: int) -> CallOutcome:
-        assert isinstance(host, _PublicHost)
-        store = wasmtime.Store(self.engine)
-        limits = self.limits
-        store.set_limits(
-            memory_size=limits.max_memory_pages * _PAGE,
-            table_elements=limits.max_table_elements,
-            instances=1,
-            tables=limits.max_tables,
-            memories=1,
-        )
-        try:
-            instance = self.linker.instantiate(store, contract.module)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise HostError(f"instantiating the contract failed: {exc}") from None
-        exports = instance.exports(store)
-        host.store = store
-        host.memory = exports["memory"]
-        func: Any = exports[method]
-        host.start_metering(fuel)
-        store.set_fuel(fuel)
-        self._local.host = host
-        try:
-            func(store)
-        except wasmtime.Trap as exc:
-            code = exc.trap_code
-            number = None if code is None else int(code.value)
-            return CallOutcome(
-                store.get_fuel(), trap_name(number), number == _capi.OUT_OF_FUEL, number
-            )
-        except Exception as exc:
-            if host.outcome is not None:
-                return CallOutcome(store.get_fuel(), str(exc))
-            return CallOutcome(store.get_fuel(), f"{type(exc).__name__}: {exc}")
-        finally:
-            self._local.host = None
-        return CallOutcome(store.get_fuel())
