@@ -53,8 +53,8 @@ import sqlalchemy
 import supervm
 from supervm.chain import Chain
 from supervm.chain.block import GENESIS_DIGEST
-from supervm.storage import Storage
 from supervm.layout import STATE_PREFIX
+from supervm.storage import Storage
 
 from .backends import FILE_BACKENDS, PG_URL, require_postgres, url_for
 from .crash_worker import build_block, token_code
