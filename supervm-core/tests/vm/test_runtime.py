@@ -6,6 +6,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
+import wasmtime
 
 from supervm.layout import STATE_PREFIX
 from supervm.vm import Runtime, Status
@@ -169,3 +170,28 @@ def test_deploy_is_idempotent_and_salted(runtime: Runtime) -> None:
     assert count_of(runtime, first) == 1
     assert count_of(runtime, other) is None
     assert runtime.contract_code(first) == COUNTER
+
+
+def test_code_may_be_any_bytes_like(runtime: Runtime) -> None:
+    wat = '(module (memory (export "memory") 1) (func (export "noop")))'
+    built = wasmtime.wat2wasm(wat)
+    assert isinstance(built, bytearray)  # what wasmtime itself hands out
+    address = runtime.deploy(built)
+    assert address == runtime.deploy(bytes(built)) == runtime.deploy(memoryview(built))
+    assert runtime.compile(built).code_hash == runtime.compile(bytes(built)).code_hash
+    stored = runtime.contract_code(address)
+    assert type(stored) is bytes and stored == built
+    assert runtime.call(address, "noop", sender=SENDER).ok
+    assert runtime.execute(bytearray(COUNTER), "increment").ok
+    assert runtime.execute(memoryview(COUNTER), "increment").return_data == struct.pack("<Q", 2)
+
+
+@pytest.mark.parametrize("code", ["(module)", [0, 97, 115, 109], None, 42])
+def test_code_that_is_not_bytes_like_is_refused(runtime: Runtime, code: object) -> None:
+    message = f"contract code must be bytes, bytearray or memoryview, not {type(code).__name__}"
+    with pytest.raises(TypeError, match=message):
+        runtime.deploy(code)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        runtime.compile(code)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=message):
+        runtime.execute(code, "increment")  # type: ignore[arg-type]

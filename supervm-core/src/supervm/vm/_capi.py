@@ -65,7 +65,6 @@ class _Raw:
         self.memory_data = bind("wasmtime_memory_data", vp, vp, vp)
         self.memory_data_size = bind("wasmtime_memory_data_size", sz, vp, vp)
         self.trap_new = bind("wasmtime_trap_new", vp, c_char_p, sz)
-        self.trap_new_code = bind("wasmtime_trap_new_code", vp, c_uint8)
         self.trap_code = bind("wasmtime_trap_code", c_bool, vp, vp)
         self.trap_message = bind("wasm_trap_message", None, vp, vp)
         self.trap_delete = bind("wasm_trap_delete", None, vp)

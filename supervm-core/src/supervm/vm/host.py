@@ -26,6 +26,33 @@ __all__ = [
 ]
 
 
+_SPECS = {spec.name: spec for spec in HOST_FUNCTIONS}
+
+
+def _gas(name: str) -> tuple[int, int]:
+    """(base gas, gas per byte moved) of ABI function ``name``, from the table."""
+    return _SPECS[name].base_gas, _SPECS[name].byte_gas
+
+
+# Each function's gas, bound once from HOST_FUNCTIONS into module constants, so
+# the hot functions pay a global lookup rather than a table lookup per call.
+_READ_REGISTER_BASE, _READ_REGISTER_BYTE = _gas("read_register")
+_INPUT_BASE, _INPUT_BYTE = _gas("input")
+_CALLER_BASE, _CALLER_BYTE = _gas("caller")
+_ADDRESS_BASE, _ADDRESS_BYTE = _gas("address")
+_BLOCK_HEIGHT_BASE = _gas("block_height")[0]  # no bytes moved
+_BLOCK_TIMESTAMP_BASE = _gas("block_timestamp")[0]
+_GET_BASE, _GET_BYTE = _gas("storage_get")
+_SET_BASE, _SET_BYTE = _gas("storage_set")
+_DELETE_BASE, _DELETE_BYTE = _gas("storage_delete")
+_ITER_BASE, _ITER_BYTE = _gas("storage_iter")
+_ITER_NEXT_BASE, _ITER_NEXT_BYTE = _gas("storage_iter_next")
+_ITER_VALUE_BASE, _ITER_VALUE_BYTE = _gas("storage_iter_value")
+_RETURN_BASE, _RETURN_BYTE = _gas("return_data")
+_REVERT_BASE, _REVERT_BYTE = _gas("revert")
+_EMIT_BASE, _EMIT_BYTE = _gas("emit_event")
+
+
 class HostError(Exception):
     """A contract misused a host function; the call ends with status ``trapped``."""
 
@@ -179,43 +206,44 @@ class Host:
 
     # -- ABI v1 ------------------------------------------------------------------
 
-    # The hottest functions add their gas inline (the same rule as charge()).
+    # Gas is base + per byte x bytes moved, from the ABI table (the constants
+    # above). The hottest functions add it inline (the same rule as charge()).
 
     def read_register(self, ptr: int) -> None:
         register = self.register
-        self.host_gas += 10 + len(register)
+        self.host_gas += _READ_REGISTER_BASE + _READ_REGISTER_BYTE * len(register)
         if self.host_gas > self._next_check:
             self._settle()
         self.write(ptr, register)
 
     def input_(self) -> int:
         data = self.register = self.input
-        self.host_gas += 20 + len(data)
+        self.host_gas += _INPUT_BASE + _INPUT_BYTE * len(data)
         if self.host_gas > self._next_check:
             self._settle()
         return len(data)
 
     def caller(self) -> int:
         data = self.register = self.sender
-        self.host_gas += 20 + len(data)
+        self.host_gas += _CALLER_BASE + _CALLER_BYTE * len(data)
         if self.host_gas > self._next_check:
             self._settle()
         return len(data)
 
     def address_(self) -> int:
-        self.charge(20 + len(self.address))
+        self.charge(_ADDRESS_BASE + _ADDRESS_BYTE * len(self.address))
         return self._put(self.address)
 
     def block_height(self) -> int:
-        self.charge(10)
+        self.charge(_BLOCK_HEIGHT_BASE)
         return self.height
 
     def block_timestamp(self) -> int:
-        self.charge(10)
+        self.charge(_BLOCK_TIMESTAMP_BASE)
         return self.timestamp
 
     def storage_get(self, key_ptr: int, key_len: int) -> int:
-        self.host_gas += 200 + max(key_len, 0)
+        self.host_gas += _GET_BASE + _GET_BYTE * max(key_len, 0)
         if self.host_gas > self._next_check:
             self._settle()
         key = self._key(key_ptr, key_len)
@@ -231,7 +259,7 @@ class Host:
             self.register = b""
             return -1
         self.register = value
-        self.host_gas += len(value)
+        self.host_gas += _GET_BYTE * len(value)
         if self.host_gas > self._next_check:
             self._settle()
         return len(value)
@@ -241,7 +269,7 @@ class Host:
             raise HostError(
                 f"value of {value_len} bytes exceeds the limit of {self.limits.max_value_size}"
             )
-        self.host_gas += 400 + 2 * (max(key_len, 0) + value_len)
+        self.host_gas += _SET_BASE + _SET_BYTE * (max(key_len, 0) + value_len)
         if self.host_gas > self._next_check:
             self._settle()
         key = self._key(key_ptr, key_len)
@@ -250,7 +278,7 @@ class Host:
         self.writes[key] = self.read(value_ptr, value_len)
 
     def storage_delete(self, key_ptr: int, key_len: int) -> None:
-        self.charge(300 + max(key_len, 0))
+        self.charge(_DELETE_BASE + _DELETE_BYTE * max(key_len, 0))
         key = self._key(key_ptr, key_len)
         if self.owner_of is not None:
             self._check_write(key)
@@ -261,7 +289,7 @@ class Host:
             raise HostError(f"iterator prefix of {prefix_len} bytes is not allowed")
         if len(self.iterators) >= self.limits.max_iterators:
             raise HostError(f"more than {self.limits.max_iterators} iterators in one call")
-        self.charge(300 + prefix_len)
+        self.charge(_ITER_BASE + _ITER_BYTE * prefix_len)
         prefix = self.namespace + self.read(prefix_ptr, prefix_len)
         self.scans.append(prefix)
         items = merge(self.view.scan(prefix), pending_under(self.writes, prefix))
@@ -274,7 +302,7 @@ class Host:
         return self.iterators[handle]
 
     def storage_iter_next(self, handle: int) -> int:
-        self.charge(100)
+        self.charge(_ITER_NEXT_BASE)
         it = self._iterator(handle)
         it.current = next(it.items, None)
         if it.current is None:
@@ -283,16 +311,16 @@ class Host:
         if self.owned_only:
             self._check_read(it.current[0])
         key = it.current[0][it.strip :]
-        self.charge(len(key))
+        self.charge(_ITER_NEXT_BYTE * len(key))
         return self._put(key)
 
     def storage_iter_value(self, handle: int) -> int:
-        self.charge(50)
+        self.charge(_ITER_VALUE_BASE)
         it = self._iterator(handle)
         if it.current is None:
             raise HostError("storage_iter_value called with no current key")
         value = it.current[1]
-        self.charge(len(value))
+        self.charge(_ITER_VALUE_BYTE * len(value))
         return self._put(value)
 
     def return_data_(self, ptr: int, length: int) -> None:
@@ -300,13 +328,13 @@ class Host:
             raise HostError(
                 f"return data of {length} bytes exceeds the limit of {self.limits.max_return_size}"
             )
-        self.charge(20 + length)
+        self.charge(_RETURN_BASE + _RETURN_BYTE * length)
         self.return_data = self.read(ptr, length)
 
     def revert(self, ptr: int, length: int) -> None:
         if length < 0 or length > self.limits.max_return_size:
             raise HostError(f"revert message of {length} bytes is too long")
-        self.charge(20 + length)
+        self.charge(_REVERT_BASE + _REVERT_BYTE * length)
         message = self.read(ptr, length)
         raise Revert(message.decode("utf-8", "backslashreplace"))
 
@@ -318,7 +346,7 @@ class Host:
             raise HostError(f"event topic of {topic_len} bytes exceeds {limits.max_topic_size}")
         if data_len < 0 or data_len > limits.max_event_data_size:
             raise HostError(f"event data of {data_len} bytes exceeds {limits.max_event_data_size}")
-        self.charge(200 + 2 * (topic_len + data_len))
+        self.charge(_EMIT_BASE + _EMIT_BYTE * (topic_len + data_len))
         self.events.append((self.read(topic_ptr, topic_len), self.read(data_ptr, data_len)))
 
 
