@@ -264,6 +264,7 @@ class FastPath:
             and (not contract.resettable or not self.reuse_instances or not instance.reset())
         ):
             instance.close()
+            del instances[contract.code_hash]
             instance = None
         if instance is None:
             pre = contract.cache.get("fast_pre")

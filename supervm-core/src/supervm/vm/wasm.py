@@ -1,12 +1,18 @@
 """Reading and rewriting the WebAssembly binary format, as far as the runtime needs.
 
 - :func:`sections` splits a module into its sections.
-- :func:`export_all_globals` adds an export for every global a module defines, so
-  the runtime can save and restore globals a compiler kept private (C's
+- :func:`export_all_globals` exports every global a module defines, so the
+  runtime can save and restore globals a compiler kept private (C's
   ``__stack_pointer``) between calls.
 - :func:`may_mutate_tables` decodes the code section to find table-changing
   instructions, which decide whether restoring memory and globals is enough to
   give every call a clean instance.
+- :func:`table_limits` reads the declared size of each table (a deploy check).
+
+Restoring memory and globals is the whole reset because the engine refuses
+bulk memory (no passive data segments or ``data.drop``), contracts import only
+functions (no shared tables, memories or globals), and a module that grows its
+memory or may change a table gets a fresh instance instead.
 """
 
 from __future__ import annotations
@@ -108,9 +114,10 @@ def _read_limits(data: bytes, pos: int) -> tuple[int, int | None, int]:
     return minimum, maximum, pos
 
 
-def _count_imported_globals(payload: bytes) -> int:
+def _imported_tables_and_globals(payload: bytes) -> tuple[int, int]:
+    """How many tables and globals an import section imports."""
     count_entries, pos = _uleb(payload, 0)
-    count = 0
+    tables = globals_ = 0
     for _ in range(count_entries):
         for _name in range(2):
             length, pos = _uleb(payload, pos)
@@ -121,16 +128,24 @@ def _count_imported_globals(payload: bytes) -> int:
             _, pos = _uleb(payload, pos)
         elif kind == 0x01:
             _, _, pos = _read_limits(payload, _skip_valtype(payload, pos))
+            tables += 1
         elif kind == 0x02:
             _, _, pos = _read_limits(payload, pos)
         elif kind == 0x03:
             pos = _skip_valtype(payload, pos) + 1
-            count += 1
+            globals_ += 1
         elif kind == 0x04:
             _, pos = _uleb(payload, pos + 1)
         else:
             raise WasmFormatError(f"unsupported import kind 0x{kind:02x}")
-    return count
+    return tables, globals_
+
+
+def _imports(wasm: bytes, found: list[Section]) -> tuple[int, int]:
+    for section in found:
+        if section.id == 2:
+            return _imported_tables_and_globals(wasm[section.payload_start : section.end])
+    return 0, 0
 
 
 def table_limits(wasm: bytes) -> list[tuple[int, int | None]]:
@@ -163,9 +178,10 @@ _NO_IMMEDIATE = {0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1, *range(0x45, 0x
 _FC_TABLE_WRITES = {12, 13, 14, 15, 17}
 
 
-def _function_mutates_tables(code: bytes, pos: int, end: int) -> bool:
+def _function_mutates_tables(code: bytes) -> bool:
     """Decode one function body's instructions; True if any can change a table."""
-    local_groups, pos = _uleb(code, pos)
+    end = len(code)
+    local_groups, pos = _uleb(code, 0)
     for _ in range(local_groups):
         _, pos = _uleb(code, pos)
         pos = _skip_valtype(code, pos)
@@ -220,46 +236,59 @@ def _function_mutates_tables(code: bytes, pos: int, end: int) -> bool:
                 return True
         else:
             return True  # an opcode this decoder does not know: assume the worst
-    return False
+    # A body ends exactly at its last ``end``; anything else means the decoder lost
+    # its place, and then it cannot vouch for the rest.
+    return pos != end or code[-1] != 0x0B
 
 
 def may_mutate_tables(wasm: bytes) -> bool:
     """Whether any function of the module could change a table at run time.
 
-    Decodes the code section's instructions. Unknown opcodes count as table
-    writes, so the answer errs towards True, which only costs speed (the
-    runtime then gives every call a fresh instance).
+    A module without tables (defined or imported) cannot. Otherwise this decodes
+    every function body: table.set, table.grow, table.fill, table.copy,
+    table.init and elem.drop count as changes, and so do opcodes this decoder
+    does not know and bodies it cannot decode to their exact end, so the answer
+    errs towards True, which only costs speed (the runtime then gives every
+    call a fresh instance). Raises :class:`WasmFormatError` when the module
+    cannot be split into sections and function bodies.
     """
-    if not table_limits(wasm):
+    found = sections(wasm)
+    if not table_limits(wasm) and not _imports(wasm, found)[0]:
         return False
-    for section in sections(wasm):
+    for section in found:
         if section.id == 10:
-            code = wasm[: section.end]
-            count, pos = _uleb(code, section.payload_start)
-            try:
-                for _ in range(count):
-                    size, pos = _uleb(code, pos)
-                    if _function_mutates_tables(code, pos, pos + size):
+            count, pos = _uleb(wasm[: section.end], section.payload_start)
+            for _ in range(count):
+                size, pos = _uleb(wasm[: section.end], pos)
+                if pos + size > section.end:
+                    raise WasmFormatError("function body runs past the end of the code section")
+                try:
+                    if _function_mutates_tables(wasm[pos : pos + size]):
                         return True
-                    pos += size
-            except IndexError:
-                return True
+                except (IndexError, WasmFormatError):
+                    return True
+                pos += size
     return False
 
 
 def export_all_globals(wasm: bytes, prefix: str = GLOBAL_EXPORT_PREFIX) -> bytes:
-    """``wasm`` with an export ``<prefix><index>`` for every global it defines. Idempotent."""
+    """``wasm`` with every global it defines exported. Idempotent.
+
+    Globals the module already exports (under any name) are left as they are;
+    each other one gets an export named ``<prefix><index>`` (with ``_`` added
+    while that name is taken), so the runtime can save and restore every global
+    through exports.
+    """
     wasm = bytes(wasm)
     found = sections(wasm)
     by_id = {s.id: s for s in found if s.id != 0}
-    imported = 0
-    if 2 in by_id:
-        imported = _count_imported_globals(wasm[by_id[2].payload_start : by_id[2].end])
+    imported = _imports(wasm, found)[1]
     defined = _uleb(wasm, by_id[6].payload_start)[0] if 6 in by_id else 0
     if defined == 0:
         return wasm
 
     names: set[bytes] = set()
+    exported: set[int] = set()
     old_entries = b""
     old_count = 0
     if 7 in by_id:
@@ -268,16 +297,22 @@ def export_all_globals(wasm: bytes, prefix: str = GLOBAL_EXPORT_PREFIX) -> bytes
         for _ in range(old_count):
             length, pos = _uleb(wasm, pos)
             names.add(wasm[pos : pos + length])
-            _, pos = _uleb(wasm, pos + length + 1)
+            kind = wasm[pos + length]
+            index, pos = _uleb(wasm, pos + length + 1)
+            if kind == 0x03:
+                exported.add(index)
 
     added = bytearray()
     count = 0
-    for i in range(defined):
-        index = imported + i
+    for index in range(imported, imported + defined):
+        if index in exported:
+            continue
         name = f"{prefix}{index}".encode()
-        if name not in names:
-            added += _enc_uleb(len(name)) + name + b"\x03" + _enc_uleb(index)
-            count += 1
+        while name in names:
+            name += b"_"
+        names.add(name)
+        added += _enc_uleb(len(name)) + name + b"\x03" + _enc_uleb(index)
+        count += 1
     if not count:
         return wasm
     payload = _enc_uleb(old_count + count) + old_entries + bytes(added)
