@@ -20,6 +20,7 @@ from supervm.errors import (
     StorageClosedError,
     StorageError,
     StorageLockedError,
+    StoreNotFoundError,
 )
 from supervm.registry import available_backends, load_backend
 from supervm.storage import Storage
@@ -130,7 +131,7 @@ def test_compression_option_changes_table_size(tmp_path: Path) -> None:
 
 def test_create_false_refuses_a_missing_database(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    with pytest.raises(StorageError, match="does not exist") as info:
+    with pytest.raises(StoreNotFoundError, match="nothing was created") as info:
         open_storage(url_for(missing, "create=false"))
     assert str(missing) in str(info.value)
     assert not missing.exists()
@@ -139,7 +140,7 @@ def test_create_false_refuses_a_missing_database(tmp_path: Path) -> None:
 def test_create_false_refuses_a_directory_without_a_database(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(StorageError, match="does not exist"):
+    with pytest.raises(StoreNotFoundError, match="nothing was created"):
         open_storage(url_for(empty, "create=false"))
     assert list(empty.iterdir()) == []
 

@@ -17,6 +17,7 @@ __all__ = [
     "StorageConnectionError",
     "StorageError",
     "StorageLockedError",
+    "StoreNotFoundError",
     "SuperVMError",
     "UnsupportedOperationError",
     "ValueTooLargeError",
@@ -41,6 +42,10 @@ class StorageClosedError(StorageError):
 
 class StorageLockedError(StorageError):
     """The database is held by another process or handle."""
+
+
+class StoreNotFoundError(StorageError):
+    """Opening without ``create`` found no store where the URL points; nothing was created."""
 
 
 class StorageConnectionError(StorageError):

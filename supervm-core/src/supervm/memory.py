@@ -7,17 +7,16 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Self
 
-from supervm.errors import StorageClosedError
+from supervm.errors import InvalidURLError, StorageClosedError
 from supervm.storage import (
     BatchOp,
     Capabilities,
+    RangeScanStorage,
     Snapshot,
-    Storage,
     check_key,
+    check_ops,
     check_prefix,
-    check_range,
     check_value,
-    normalise_ops,
     prefix_upper_bound,
 )
 from supervm.url import StorageURL
@@ -56,7 +55,7 @@ class _MemorySnapshot(Snapshot):
         self._data = None
 
 
-class MemoryStorage(Storage):
+class MemoryStorage(RangeScanStorage):
     """A non-persistent store held in a Python dict (``memory://``)."""
 
     schemes = ("memory",)
@@ -73,10 +72,10 @@ class MemoryStorage(Storage):
 
     @classmethod
     def from_url(cls, url: StorageURL) -> Self:
-        url.reject_unknown_options(())
+        """Open ``memory://``; its one option, ``create``, is ignored (nothing is kept)."""
+        url.reject_unknown_options(("create",))
+        url.bool_option("create", True)
         if url.netloc or url.path not in ("", "/"):
-            from supervm.errors import InvalidURLError
-
             raise InvalidURLError(f"memory:// takes no host or path, got {url.safe!r}")
         return cls()
 
@@ -116,19 +115,7 @@ class MemoryStorage(Storage):
             if self._data.pop(key, None) is not None:
                 self._keys = None
 
-    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        check_prefix(prefix)
-        self._check_open()
-        return self._scan(prefix or None, prefix_upper_bound(prefix), False)
-
-    def scan_range(
-        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        check_range(start, end, reverse)
-        self._check_open()
-        return self._scan(start, end, reverse)
-
-    def _scan(
+    def _range(
         self, start: bytes | None, end: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
         with self._lock:
@@ -138,7 +125,7 @@ class MemoryStorage(Storage):
         return iter(items)
 
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
-        checked = normalise_ops(ops, None, None)
+        checked, _ = check_ops(ops)
         self._check_open()
         with self._lock:
             data = self._data

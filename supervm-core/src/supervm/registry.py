@@ -173,9 +173,18 @@ def load_backend(scheme: str) -> type[Storage]:
     raise _not_found(scheme)
 
 
-def open_storage(url: str | StorageURL) -> Storage:
-    """Open the store a URL names, e.g. ``memory://`` or ``rocksdb:///var/lib/supervm``."""
+def open_storage(url: str | StorageURL, *, create: bool = True) -> Storage:
+    """Open the store a URL names, e.g. ``memory://`` or ``rocksdb:///var/lib/supervm``.
+
+    With ``create=False`` nothing is created: when the URL names no existing
+    store, :class:`~supervm.errors.StoreNotFoundError` is raised and no file,
+    directory or table is left behind. This passes the option ``create=false``
+    to the back end, overriding the URL's own; stores that keep nothing
+    outside the process (``memory://``) ignore it.
+    """
     parsed = url if isinstance(url, StorageURL) else parse_url(url)
+    if not create:
+        parsed = parsed.with_option("create", "false")
     backend = load_backend(parsed.scheme)
     try:
         storage = backend.from_url(parsed)

@@ -8,15 +8,22 @@ ascending unsigned-byte order of their keys.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import starmap
+from operator import itemgetter
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Final, NoReturn, Self
 
 from supervm.errors import (
     InvalidKeyError,
     KeyTooLargeError,
     StorageClosedError,
+    StorageError,
+    StoreNotFoundError,
+    SuperVMError,
     UnsupportedOperationError,
     ValueTooLargeError,
 )
@@ -26,22 +33,45 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BAD_BATCH_OP",
+    "FINISHED_BATCH",
     "Batch",
     "BatchOp",
     "Capabilities",
+    "ClosureBatch",
+    "DriverBatch",
     "ListBatch",
+    "QueuedBatch",
+    "RangeScanStorage",
     "Snapshot",
     "Storage",
+    "apply_ops",
+    "batch_finished",
     "check_key",
+    "check_ops",
+    "check_prefix",
+    "check_range",
     "check_value",
+    "normalise_ops",
     "prefix_upper_bound",
+    "store_path",
 ]
 
 #: One batch operation: ``(key, value)`` puts, ``(key, None)`` deletes.
 BatchOp = tuple[bytes, bytes | None]
 
 #: The TypeError message for a batch operation that is not such a pair.
-BAD_BATCH_OP = "batch operations must be (key, value) or (key, None) tuples"
+BAD_BATCH_OP: Final = "batch operations must be (key, value) or (key, None) tuples"
+#: The RuntimeError message for using a batch after its commit or discard.
+FINISHED_BATCH: Final = "this batch was already committed or discarded"
+
+_NO_LIMIT: Final = 1 << 62
+_key_of = itemgetter(0)
+_value_of = itemgetter(1)
+
+
+def batch_finished(*args: object) -> NoReturn:
+    """Raise the ``RuntimeError`` of a batch used after its commit or discard."""
+    raise RuntimeError(FINISHED_BATCH)
 
 
 @dataclass(frozen=True)
@@ -149,7 +179,12 @@ class Batch(abc.ABC):
 
 
 class ListBatch(Batch):
-    """A batch that collects operations and hands them to ``Storage.write_batch``."""
+    """A batch that collects operations and hands them to ``Storage.write_batch``.
+
+    Each operation is checked as it is queued, against the store's declared
+    key and value limits. This is what :meth:`Storage.batch` returns unless a
+    back end has a batch of its own.
+    """
 
     __slots__ = ("_count", "_done", "_ops", "_storage")
 
@@ -159,12 +194,9 @@ class ListBatch(Batch):
         self._count = 0
         self._done = False
 
-    def _check_pending(self) -> None:
-        if self._done:
-            raise RuntimeError("this batch was already committed or discarded")
-
     def set(self, key: bytes, value: bytes) -> None:
-        self._check_pending()
+        if self._done:
+            batch_finished()
         caps = self._storage.capabilities
         check_key(key, caps.max_key_size)
         check_value(value, caps.max_value_size)
@@ -172,23 +204,227 @@ class ListBatch(Batch):
         self._count += 1
 
     def delete(self, key: bytes) -> None:
-        self._check_pending()
+        if self._done:
+            batch_finished()
         check_key(key, self._storage.capabilities.max_key_size)
         self._ops[key] = None
         self._count += 1
 
     def commit(self) -> None:
-        self._check_pending()
+        if self._done:
+            batch_finished()
         self._done = True
         if self._ops:
             self._storage.write_batch(self._ops.items())
 
     def discard(self) -> None:
-        self._done = True
-        self._ops.clear()
+        if not self._done:
+            self._done = True
+            self._ops.clear()
+            self._count = 0
 
     def __len__(self) -> int:
         return self._count
+
+
+class ClosureBatch(Batch):
+    """A batch whose ``set`` and ``delete`` are closures stored on the instance.
+
+    A call is then one plain function call that checks its arguments inline,
+    with no attribute lookups; the closures shadow the class methods (so
+    subclasses keep no ``__slots__``). Finishing the batch points what they
+    write with at :func:`batch_finished`, so even a ``set`` fetched before the
+    commit refuses further use. Subclasses make the closures and pass them to
+    :meth:`_bind` with a ``finish(discarding)`` closure that does that
+    rebinding and says whether the batch was still pending.
+    """
+
+    _finish: Callable[[bool], bool]
+
+    def _bind(
+        self,
+        set: Callable[[bytes, bytes], None],
+        delete: Callable[[bytes], None],
+        finish: Callable[[bool], bool],
+    ) -> None:
+        self.set = set  # type: ignore[method-assign, assignment]
+        self.delete = delete  # type: ignore[method-assign, assignment]
+        self._finish = finish
+
+    # Reached only through the class (``SomeBatch.set(batch, ...)``).
+    def set(self, key: bytes, value: bytes) -> None:
+        vars(self)["set"](key, value)
+
+    def delete(self, key: bytes) -> None:
+        vars(self)["delete"](key)
+
+    def commit(self) -> None:
+        if not self._finish(False):
+            batch_finished()
+        self._commit()
+
+    def discard(self) -> None:
+        self._finish(True)
+
+    @abc.abstractmethod
+    def _commit(self) -> None:
+        """Write the queued operations (the batch is already finished)."""
+
+
+def _same(exc: BaseException) -> BaseException:
+    return exc
+
+
+class DriverBatch(ClosureBatch):
+    """A batch that hands each operation straight to a driver's write batch.
+
+    ``put(key, value)`` and ``remove(key)`` queue into the driver's batch;
+    ``write()`` applies it on commit (only when something was queued) and
+    ``clear()``, if given, empties it on discard. Exceptions of the ``errors``
+    types raised while queueing are replaced by ``error(exc)``. ``size()`` is
+    the driver batch's own count of queued operations: with it, and no
+    ``errors``, the closures are only the checks and the driver call;
+    otherwise they also count and catch.
+    """
+
+    def __init__(
+        self,
+        put: Callable[[bytes, bytes], object],
+        remove: Callable[[bytes], object],
+        write: Callable[[], object],
+        clear: Callable[[], object] | None = None,
+        *,
+        size: Callable[[], int] | None = None,
+        errors: tuple[type[BaseException], ...] = (),
+        error: Callable[[BaseException], BaseException] = _same,
+    ) -> None:
+        count = 0
+        if size is not None and not errors:
+            queued = size
+
+            def set(key: bytes, value: bytes) -> None:
+                """Queue a put."""
+                if type(key) is not bytes or not key:
+                    check_key(key)
+                if type(value) is not bytes:
+                    check_value(value)
+                put(key, value)
+
+            def delete(key: bytes) -> None:
+                """Queue a delete."""
+                if type(key) is not bytes or not key:
+                    check_key(key)
+                remove(key)
+
+        else:
+
+            def queued() -> int:
+                return count
+
+            def set(key: bytes, value: bytes) -> None:
+                """Queue a put."""
+                nonlocal count
+                if type(key) is not bytes or not key:
+                    check_key(key)
+                if type(value) is not bytes:
+                    check_value(value)
+                try:
+                    put(key, value)
+                except errors as exc:
+                    raise error(exc) from exc
+                count += 1
+
+            def delete(key: bytes) -> None:
+                """Queue a delete."""
+                nonlocal count
+                if type(key) is not bytes or not key:
+                    check_key(key)
+                try:
+                    remove(key)
+                except errors as exc:
+                    raise error(exc) from exc
+                count += 1
+
+        done = 0
+
+        def finish(discarding: bool) -> bool:
+            nonlocal put, remove, errors, done
+            if put is batch_finished:
+                return False
+            put = remove = batch_finished
+            errors = ()
+            if not discarding:
+                done = queued()
+            elif clear is not None:
+                clear()
+            return True
+
+        self._bind(set, delete, finish)
+        self._size: Callable[[], int] = lambda: done if put is batch_finished else queued()
+        self._write = write
+
+    def _commit(self) -> None:
+        if self._size():
+            self._write()
+
+    def __len__(self) -> int:
+        return self._size()
+
+
+class QueuedBatch(ClosureBatch):
+    """A batch that queues checked operations in a list for one write on commit.
+
+    ``write(ops, deletes)`` gets the operations in order and whether any of
+    them is a delete. Keys longer than ``max_key_size`` are refused as they
+    are queued; values are not size-checked.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[BatchOp], bool], object],
+        max_key_size: int | None = None,
+    ) -> None:
+        ops: list[BatchOp] = []
+        append: Callable[[BatchOp], object] = ops.append
+        deletes = False
+        limit = _NO_LIMIT if max_key_size is None else max_key_size
+
+        def set(key: bytes, value: bytes) -> None:
+            """Queue a put."""
+            if type(key) is not bytes or not 0 < len(key) <= limit:
+                check_key(key, max_key_size)
+            if type(value) is not bytes:
+                check_value(value)
+            append((key, value))
+
+        def delete(key: bytes) -> None:
+            """Queue a delete."""
+            nonlocal deletes
+            if type(key) is not bytes or not 0 < len(key) <= limit:
+                check_key(key, max_key_size)
+            append((key, None))
+            deletes = True
+
+        def finish(discarding: bool) -> bool:
+            nonlocal append
+            if append is batch_finished:
+                return False
+            append = batch_finished
+            if discarding:
+                ops.clear()
+            return True
+
+        self._bind(set, delete, finish)
+        self._ops = ops
+        self._deletes: Callable[[], bool] = lambda: deletes
+        self._write = write
+
+    def _commit(self) -> None:
+        if self._ops:
+            self._write(self._ops, self._deletes())
+
+    def __len__(self) -> int:
+        return len(self._ops)
 
 
 class Snapshot(abc.ABC):
@@ -291,6 +527,35 @@ class Storage(abc.ABC):
         return self.scan(b"")
 
 
+class RangeScanStorage(Storage):
+    """A store whose prefix and range scans are all one ordered read of a key range.
+
+    Subclasses implement :meth:`_range`; ``scan`` and ``scan_range`` check
+    their arguments and that the store is open, and turn a prefix into its
+    key range. Such a store declares ``range_scan`` and ``reverse_scan``.
+    """
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        if type(prefix) is not bytes:
+            check_prefix(prefix)
+        if self.closed:
+            self._check_open()
+        return self._range(prefix or None, prefix_upper_bound(prefix), False)
+
+    def scan_range(
+        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        check_range(start, end, reverse)
+        self._check_open()
+        return self._range(start, end, reverse)
+
+    @abc.abstractmethod
+    def _range(
+        self, start: bytes | None, end: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs with ``start <= key < end`` (``None``: unbounded), in key order or reversed."""
+
+
 def check_range(start: object, end: object, reverse: object) -> None:
     """Validate ``scan_range`` arguments."""
     for name, bound in (("start", start), ("end", end)):
@@ -300,17 +565,98 @@ def check_range(start: object, end: object, reverse: object) -> None:
         raise TypeError("scan_range reverse must be a bool")
 
 
+def check_ops(
+    ops: Iterable[BatchOp], max_key_size: int | None = None, max_value_size: int | None = None
+) -> tuple[list[BatchOp], bool]:
+    """Validate batch operations before anything is written.
+
+    Returns them as a list (``ops`` itself when it is one) and whether any of
+    them is a delete. The checks run in one loop (sizes, when limited, in one
+    more pass in C), so a back end's ``write_batch`` calls this once instead
+    of checking operation by operation.
+    """
+    checked = ops if type(ops) is list else list(ops)
+    deletes = False
+    try:
+        for op in checked:
+            if type(op) is not tuple:
+                raise TypeError(BAD_BATCH_OP)
+            key, value = op  # ValueError unless a pair
+            if type(key) is not bytes or not key:
+                check_key(key)
+            if value is None:
+                deletes = True
+            elif type(value) is not bytes:
+                check_value(value)
+    except ValueError as exc:
+        if isinstance(exc, SuperVMError):
+            raise
+        raise TypeError(BAD_BATCH_OP) from None
+    if max_key_size is not None and max(map(len, map(_key_of, checked)), default=0) > max_key_size:
+        for key, _ in checked:
+            check_key(key, max_key_size)
+    if max_value_size is not None:
+        longest = max(map(len, filter(None, map(_value_of, checked))), default=0)
+        if longest > max_value_size:
+            for _, value in checked:
+                if value is not None:
+                    check_value(value, max_value_size)
+    return checked, deletes
+
+
 def normalise_ops(
     ops: Iterable[BatchOp], max_key: int | None, max_value: int | None
 ) -> list[BatchOp]:
     """Validate batch operations before anything is written; return them as a list."""
-    out: list[BatchOp] = []
-    for op in ops:
-        if type(op) is not tuple or len(op) != 2:
-            raise TypeError(BAD_BATCH_OP)
-        key, value = op
-        check_key(key, max_key)
-        if value is not None:
-            check_value(value, max_value)
-        out.append((key, value))
-    return out
+    return check_ops(ops, max_key, max_value)[0]
+
+
+def apply_ops(
+    ops: list[BatchOp],
+    deletes: bool,
+    put: Callable[[bytes, bytes], object],
+    remove: Callable[[bytes], object],
+) -> None:
+    """Hand checked operations, in order, to ``put(key, value)`` and ``remove(key)``.
+
+    ``deletes`` says whether any operation is a delete (see :func:`check_ops`);
+    without deletes the loop runs in C.
+    """
+    if not deletes:
+        deque(starmap(put, ops), 0)
+        return
+    for key, value in ops:
+        if value is None:
+            remove(key)
+        else:
+            put(key, value)
+
+
+def store_path(
+    path: str | os.PathLike[str], *, create: bool, kind: str, marker: str | None = None
+) -> str:
+    """Absolute path of a store kept in local files, ready for its driver to open.
+
+    With ``marker``, ``path`` is a directory and ``marker`` a file in it that
+    only an existing store has; without, ``path`` is the store's own file.
+    With ``create`` the directory (for a file, the directory it is in) is made
+    with any missing parents. Without, :class:`StoreNotFoundError` is raised
+    unless the store exists, and nothing is created. ``kind`` names the
+    database in messages ("RocksDB").
+    """
+    full = os.path.abspath(os.fspath(path))
+    if not create:
+        found = os.path.isfile(full if marker is None else os.path.join(full, marker))
+        if not found:
+            raise StoreNotFoundError(
+                f"no {kind} store at {full}: nothing was created (create=false)"
+            )
+        return full
+    directory = full if marker is not None else os.path.dirname(full)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the directory of the {kind} store at {full}: {exc}", original=exc
+        ) from exc
+    return full

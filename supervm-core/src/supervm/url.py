@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from supervm.errors import InvalidURLError
 
 __all__ = ["StorageURL", "mask_password", "parse_url"]
 
+_N = TypeVar("_N", int, float)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -63,15 +66,25 @@ class StorageURL:
 
     def int_option(self, name: str, default: int, *, minimum: int = 0) -> int:
         """Integer query option no smaller than ``minimum``."""
+        return self._number_option(name, default, minimum, int, "an integer")
+
+    def float_option(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        """Finite number query option no smaller than ``minimum``."""
+        return self._number_option(name, default, minimum, float, "a number")
+
+    def _number_option(
+        self, name: str, default: _N, minimum: _N, convert: Callable[[str], _N], what: str
+    ) -> _N:
         value = self.options.get(name)
         if value is None:
             return default
+        number: _N | None
         try:
-            number = int(value)
+            number = convert(value)
         except ValueError:
-            raise InvalidURLError(
-                f"option {name}={value!r} in {self.safe!r} is not an integer"
-            ) from None
+            number = None
+        if number is None or not math.isfinite(number):
+            raise InvalidURLError(f"option {name}={value!r} in {self.safe!r} is not {what}")
         if number < minimum:
             raise InvalidURLError(f"option {name}={value!r} in {self.safe!r} must be >= {minimum}")
         return number
@@ -85,6 +98,10 @@ class StorageURL:
                 f"option {name}={value!r} in {self.safe!r} must be one of {', '.join(allowed)}"
             )
         return value
+
+    def with_option(self, name: str, value: str) -> StorageURL:
+        """This URL with query option ``name`` set to ``value`` (``raw`` is kept as given)."""
+        return replace(self, options={**self.options, name: value})
 
     def reject_unknown_options(self, known: Iterable[str]) -> None:
         """Raise :class:`InvalidURLError` for any query option not in ``known``."""

@@ -11,16 +11,19 @@ import plyvel
 
 from supervm.errors import StorageClosedError, StorageError, StorageLockedError
 from supervm.storage import (
-    BAD_BATCH_OP,
     Batch,
     BatchOp,
     Capabilities,
+    DriverBatch,
     Snapshot,
     Storage,
+    apply_ops,
     check_key,
+    check_ops,
     check_prefix,
     check_range,
     check_value,
+    store_path,
 )
 from supervm.url import StorageURL
 
@@ -59,92 +62,16 @@ def _iterate(it: Any, error: _ErrorFactory) -> Iterator[tuple[bytes, bytes]]:
         it.close()
 
 
-class _LevelDBBatch(Batch):
-    """A batch that writes straight into a plyvel ``WriteBatch``.
+def _leveldb_batch(wb: Any, error: _ErrorFactory) -> Batch:
+    """A batch queued straight into plyvel's ``WriteBatch``; driver errors become ``error``."""
 
-    ``set`` and ``delete`` are closures stored on each instance, shadowing the
-    class methods (so the class keeps no ``__slots__``): a call is one plain
-    function call that checks its arguments inline and calls the write batch's
-    bound ``put``/``delete``, with no attribute lookups on the batch. Finishing
-    the batch rebinds those to a function raising ``RuntimeError``, so even a
-    ``set`` fetched before the commit refuses further use.
-    """
+    def write() -> None:
+        try:
+            wb.write()
+        except _DRIVER_ERRORS as exc:
+            raise error(exc) from exc
 
-    def __init__(self, wb: Any, error: _ErrorFactory) -> None:
-        self._wb: Any = wb
-        self._error = error
-        put: Callable[[bytes, bytes], None] = wb.put
-        remove: Callable[[bytes], None] = wb.delete
-        count = 0
-        done = False
-
-        def set(key: bytes, value: bytes) -> None:
-            """Queue a put."""
-            nonlocal count
-            if not key:
-                check_key(key)
-            if type(value) is not bytes:
-                check_value(value)
-            try:
-                put(key, value)
-            except _DRIVER_ERRORS as exc:
-                if done:
-                    raise
-                raise error(exc) from exc
-            count += 1
-
-        def delete(key: bytes) -> None:
-            """Queue a delete."""
-            nonlocal count
-            if not key:
-                check_key(key)
-            try:
-                remove(key)
-            except _DRIVER_ERRORS as exc:
-                if done:
-                    raise
-                raise error(exc) from exc
-            count += 1
-
-        def finish(discarding: bool) -> int:
-            nonlocal put, remove, done
-            if done and not discarding:
-                raise RuntimeError("this batch was already committed or discarded")
-            done = True
-            put = remove = _batch_finished
-            return count
-
-        self.set = set  # type: ignore[method-assign]
-        self.delete = delete  # type: ignore[method-assign]
-        self._finish: Callable[[bool], int] = finish
-        self._count: Callable[[], int] = lambda: count
-
-    # Reached only through the class (``_LevelDBBatch.set(batch, ...)``).
-    def set(self, key: bytes, value: bytes) -> None:
-        vars(self)["set"](key, value)
-
-    def delete(self, key: bytes) -> None:
-        vars(self)["delete"](key)
-
-    def commit(self) -> None:
-        count = self._finish(False)
-        wb, self._wb = self._wb, None
-        if count:
-            try:
-                wb.write()
-            except _DRIVER_ERRORS as exc:
-                raise self._error(exc) from exc
-
-    def discard(self) -> None:
-        self._finish(True)
-        self._wb = None
-
-    def __len__(self) -> int:
-        return self._count()
-
-
-def _batch_finished(*args: object) -> NoReturn:
-    raise RuntimeError("this batch was already committed or discarded")
+    return DriverBatch(wb.put, wb.delete, write, errors=_DRIVER_ERRORS, error=error)
 
 
 class _LevelDBSnapshot(Snapshot):
@@ -188,10 +115,6 @@ class _LevelDBSnapshot(Snapshot):
         self._snap.close()
 
 
-def _bad_op() -> NoReturn:
-    raise TypeError(BAD_BATCH_OP) from None
-
-
 def _raise_closed(path: str, *args: object, **kwargs: object) -> NoReturn:
     raise StorageClosedError(f"LevelDB store at {path} is closed")
 
@@ -223,21 +146,16 @@ class LevelDBStorage(Storage):
         """Open (by default creating) the LevelDB database in directory ``path``.
 
         ``sync`` makes every write durable before it returns; ``compression``
-        is ``"snappy"`` or ``"none"``/``None``.
+        is ``"snappy"`` or ``"none"``/``None``. With ``create=False`` a missing
+        database raises :class:`~supervm.errors.StoreNotFoundError` and
+        nothing is created.
         """
         if compression not in ("snappy", "none", None):
             raise ValueError(f"compression must be 'snappy' or 'none', not {compression!r}")
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = store_path(path, create=create, kind="LevelDB", marker="CURRENT")
         self.sync = sync
         self._closed = False
-        if not create and not os.path.isfile(os.path.join(self.path, "CURRENT")):
-            # LevelDB would create the directory and a LOCK file before failing.
-            raise StorageError(
-                f"no LevelDB database at {self.path}: it does not exist and create is off"
-            )
         try:
-            if create:
-                os.makedirs(self.path, exist_ok=True)
             db = plyvel.DB(
                 self.path,
                 create_if_missing=create,
@@ -352,30 +270,12 @@ class LevelDBStorage(Storage):
         return _iterate(it, self._error)
 
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
+        # Nothing reaches the database before ``write()``: an invalid
+        # operation part-way through leaves the store untouched.
+        checked, deletes = check_ops(ops)
         try:
             wb = self._write_batch()
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
-        put = wb.put
-        delete = wb.delete
-        try:
-            # Nothing reaches the database before ``write()``: an invalid
-            # operation part-way through leaves the store untouched.
-            for op in ops:
-                if type(op) is not tuple:
-                    _bad_op()
-                try:
-                    key, value = op
-                except ValueError:
-                    _bad_op()
-                if not key:
-                    check_key(key)
-                if type(value) is bytes:
-                    put(key, value)
-                elif value is None:
-                    delete(key)
-                else:
-                    check_value(value)
+            apply_ops(checked, deletes, wb.put, wb.delete)
             wb.write()
         except _DRIVER_ERRORS as exc:
             raise self._error(exc) from exc
@@ -385,7 +285,7 @@ class LevelDBStorage(Storage):
             wb = self._write_batch()
         except _DRIVER_ERRORS as exc:
             raise self._error(exc) from exc
-        return _LevelDBBatch(wb, self._error)
+        return _leveldb_batch(wb, self._error)
 
     def snapshot(self) -> Snapshot:
         try:

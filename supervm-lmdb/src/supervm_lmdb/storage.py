@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mmap
-import os
 import re
 import threading
 import time
@@ -19,17 +18,18 @@ from supervm.errors import (
     StorageLockedError,
 )
 from supervm.storage import (
-    BAD_BATCH_OP,
-    Batch,
     BatchOp,
     Capabilities,
+    QueuedBatch,
+    RangeScanStorage,
     Snapshot,
-    Storage,
+    apply_ops,
     check_key,
+    check_ops,
     check_prefix,
-    check_range,
     check_value,
     prefix_upper_bound,
+    store_path,
 )
 from supervm.url import StorageURL
 
@@ -40,7 +40,7 @@ MAX_KEY_SIZE = 511
 #: Initial map size when the URL gives none; the map grows on demand.
 DEFAULT_MAP_SIZE = 64 << 20
 
-_OPTIONS = ("map_size", "sync", "max_readers")
+_OPTIONS = ("map_size", "sync", "max_readers", "create")
 _SIZE_UNITS = {"": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]ib)?\s*$", re.IGNORECASE)
 # How often a read is retried after its transaction was invalidated by a map resize.
@@ -90,7 +90,7 @@ def _discard(txn: lmdb.Transaction[bytes], exc: BaseException) -> None:
         pass
 
 
-class LMDBStorage(Storage):
+class LMDBStorage(RangeScanStorage):
     """A persistent store in an LMDB environment directory (``lmdb://``).
 
     Every ``get`` and scan reads in its own read transaction; every ``set``,
@@ -99,7 +99,9 @@ class LMDBStorage(Storage):
     """
 
     schemes = ("lmdb",)
-    url_form = "lmdb:///ABS/DIR or lmdb://REL/DIR[?map_size=64MiB&sync=true&max_readers=126]"
+    url_form = (
+        "lmdb:///ABS/DIR or lmdb://REL/DIR[?map_size=64MiB&sync=true&max_readers=126&create=true]"
+    )
     capabilities = Capabilities(
         persistent=True,
         range_scan=True,
@@ -116,12 +118,17 @@ class LMDBStorage(Storage):
         map_size: int = DEFAULT_MAP_SIZE,
         sync: bool = True,
         max_readers: int = 126,
+        create: bool = True,
     ) -> None:
-        """Open (creating if needed) the LMDB environment in directory ``path``."""
-        self._path = path
+        """Open the LMDB environment in directory ``path``.
+
+        With ``create`` (the default) a missing environment is created, with
+        any missing parent directories; without, it raises
+        :class:`~supervm.errors.StoreNotFoundError` and creates nothing.
+        """
         self._closed = True
+        path = self._path = store_path(path, create=create, kind="LMDB", marker="data.mdb")
         try:
-            os.makedirs(path, exist_ok=True)
             env = lmdb.open(
                 path,
                 map_size=map_size,
@@ -178,6 +185,7 @@ class LMDBStorage(Storage):
             map_size=_parse_size(url, "map_size", DEFAULT_MAP_SIZE),
             sync=url.bool_option("sync", True),
             max_readers=url.int_option("max_readers", 126, minimum=1),
+            create=url.bool_option("create", True),
         )
 
     # -- properties --------------------------------------------------------
@@ -254,20 +262,7 @@ class LMDBStorage(Storage):
         return LMDBBatch(self)
 
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
-        checked: list[BatchOp] = []
-        append = checked.append
-        deletes = False
-        for op in ops:
-            if type(op) is not tuple or len(op) != 2:
-                raise TypeError(BAD_BATCH_OP)
-            key, value = op
-            if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
-                check_key(key, MAX_KEY_SIZE)
-            if value is None:
-                deletes = True
-            elif type(value) is not bytes:
-                check_value(value)
-            append(op)
+        checked, deletes = check_ops(ops, MAX_KEY_SIZE)
         if not checked:
             self._check_open()
             return
@@ -286,13 +281,7 @@ class LMDBStorage(Storage):
         txn = self._begin(write=True)
         try:
             if deletes:
-                put = txn.put
-                remove = txn.delete
-                for key, value in ops:
-                    if value is None:
-                        remove(key)
-                    else:
-                        put(key, value)
+                apply_ops(ops, deletes, txn.put, txn.delete)
             else:
                 txn.cursor().putmulti(ops)  # type: ignore[arg-type]
         except BaseException as exc:
@@ -418,21 +407,7 @@ class LMDBStorage(Storage):
 
     # -- scans ---------------------------------------------------------------
 
-    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        if type(prefix) is not bytes:
-            check_prefix(prefix)
-        if self._closed:
-            self._check_open()
-        return self._iterate(prefix or None, prefix_upper_bound(prefix), False)
-
-    def scan_range(
-        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
-        check_range(start, end, reverse)
-        self._check_open()
-        return self._iterate(start, end, reverse)
-
-    def _iterate(
+    def _range(
         self, start: bytes | None, end: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
         """Pairs with ``start <= key < end`` from one read transaction.
@@ -539,62 +514,11 @@ class LMDBStorage(Storage):
         return f"<LMDBStorage {self._path!r} {state}>"
 
 
-class _FinishedOps(list[BatchOp]):
-    """The operation list of a batch that was committed or discarded."""
-
-    __slots__ = ()
-
-    def append(self, op: BatchOp, /) -> None:
-        raise RuntimeError("this batch was already committed or discarded")
-
-
-_FINISHED = _FinishedOps()
-
-
-class LMDBBatch(Batch):
-    """Operations validated as they are queued and written in one transaction."""
-
-    __slots__ = ("_deletes", "_ops", "_queued", "_store")
+class LMDBBatch(QueuedBatch):
+    """Operations checked as they are queued and written in one transaction on commit."""
 
     def __init__(self, store: LMDBStorage) -> None:
-        self._store = store
-        self._ops: list[BatchOp] = []
-        self._deletes = False
-        self._queued = 0
-
-    def set(self, key: bytes, value: bytes) -> None:
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        if type(value) is not bytes:
-            check_value(value)
-        self._ops.append((key, value))
-
-    def delete(self, key: bytes) -> None:
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        self._ops.append((key, None))
-        self._deletes = True
-
-    def _finish(self) -> list[BatchOp]:
-        ops = self._ops
-        if ops is _FINISHED:
-            raise RuntimeError("this batch was already committed or discarded")
-        self._ops = _FINISHED
-        self._queued = len(ops)
-        return ops
-
-    def commit(self) -> None:
-        ops = self._finish()
-        if ops:
-            self._store._write(ops, self._deletes)
-
-    def discard(self) -> None:
-        if self._ops is not _FINISHED:
-            self._finish()
-
-    def __len__(self) -> int:
-        ops = self._ops
-        return self._queued if ops is _FINISHED else len(ops)
+        super().__init__(store._write, MAX_KEY_SIZE)
 
 
 class LMDBSnapshot(Snapshot):

@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
-from typing import Any, Final, NoReturn, Self
+from typing import Any, Final, Self
 
 from rocksdict import (
     DbClosedError,
@@ -22,25 +22,21 @@ from rocksdict import (
     WriteOptions,
 )
 
-from supervm.errors import (
-    InvalidURLError,
-    StorageClosedError,
-    StorageError,
-    StorageLockedError,
-    SuperVMError,
-)
+from supervm.errors import InvalidURLError, StorageClosedError, StorageError, StorageLockedError
 from supervm.storage import (
-    BAD_BATCH_OP,
-    Batch,
     BatchOp,
     Capabilities,
+    DriverBatch,
     Snapshot,
     Storage,
+    apply_ops,
     check_key,
+    check_ops,
     check_prefix,
     check_range,
     check_value,
     prefix_upper_bound,
+    store_path,
 )
 from supervm.url import StorageURL
 
@@ -55,7 +51,6 @@ COMPRESSIONS: Final[dict[str, Callable[[], DBCompressionType]]] = {
     "none": DBCompressionType.none,
 }
 _URL_OPTIONS: Final = ("compression", "sync", "create")
-_FINISHED: Final = "this batch was already committed or discarded"
 #: One-byte ``bytes`` objects by value, for computing prefix upper bounds.
 _BYTE: Final = [bytes((i,)) for i in range(256)]
 #: ``_hold((obj,), 0)`` is an empty iterator that keeps ``obj`` alive while it exists.
@@ -103,82 +98,14 @@ def _check_compression(name: str) -> None:
         )
 
 
-def _finished(*args: object) -> NoReturn:
-    raise RuntimeError(_FINISHED)
-
-
-class RocksDBBatch(Batch):
-    """A batch written straight into a rocksdict ``WriteBatch``, applied with one write.
-
-    ``set`` and ``delete`` are closures stored on each instance, shadowing the
-    class methods (so the class keeps no ``__slots__``): a call is one plain
-    function call that checks its arguments inline and calls the write batch's
-    bound ``put``/``delete``, with no attribute lookups on the batch. Finishing
-    the batch rebinds those to a function raising ``RuntimeError``, so even a
-    ``set`` fetched before the commit refuses further use.
-    """
+class RocksDBBatch(DriverBatch):
+    """A batch written straight into a rocksdict ``WriteBatch``, applied with one write."""
 
     def __init__(self, storage: RocksDBStorage) -> None:
-        self._storage = storage
         wb = WriteBatch(raw_mode=True)
-        self._wb = wb
-        self._done = False
-        self._size = 0
-        put: Callable[[bytes, bytes], None] = wb.put
-        remove: Callable[[bytes], None] = wb.delete
-        finished = False
-
-        def set(key: bytes, value: bytes) -> None:
-            """Queue a put."""
-            if type(key) is not bytes or not key:
-                check_key(key)
-            if type(value) is not bytes:
-                check_value(value)
-            put(key, value)
-
-        def delete(key: bytes) -> None:
-            """Queue a delete."""
-            if type(key) is not bytes or not key:
-                check_key(key)
-            remove(key)
-
-        def finish(discarding: bool) -> bool:
-            """End the batch; whether it was still pending."""
-            nonlocal put, remove, finished
-            if finished:
-                if discarding:
-                    return False
-                raise RuntimeError(_FINISHED)
-            finished = True
-            put = remove = _finished
-            return True
-
-        self.set = set  # type: ignore[method-assign]
-        self.delete = delete  # type: ignore[method-assign]
-        self._finish: Callable[[bool], bool] = finish
-
-    # Reached only through the class (``RocksDBBatch.set(batch, ...)``).
-    def set(self, key: bytes, value: bytes) -> None:
-        vars(self)["set"](key, value)
-
-    def delete(self, key: bytes) -> None:
-        vars(self)["delete"](key)
-
-    def commit(self) -> None:
-        self._finish(False)
-        self._done = True
-        wb = self._wb
-        self._size = len(wb)
-        if self._size:
-            self._storage._apply(wb)
-
-    def discard(self) -> None:
-        if self._finish(True):
-            self._done = True
-            self._wb.clear()
-
-    def __len__(self) -> int:
-        return self._size if self._done else len(self._wb)
+        super().__init__(
+            wb.put, wb.delete, functools.partial(storage._apply, wb), wb.clear, size=wb.__len__
+        )
 
 
 class RocksDBSnapshot(Snapshot):
@@ -271,9 +198,14 @@ class RocksDBStorage(Storage):
     def __init__(
         self, path: str, *, compression: str = "lz4", sync: bool = False, create: bool = True
     ) -> None:
-        """Open (or with ``create``, create) the database in directory ``path``."""
+        """Open the database in directory ``path``.
+
+        With ``create`` (the default) a missing database is created, with any
+        missing parent directories; without, it raises
+        :class:`~supervm.errors.StoreNotFoundError` and creates nothing.
+        """
         _check_compression(compression)
-        self._path = os.path.abspath(path)
+        self._path = store_path(path, create=create, kind="RocksDB", marker="CURRENT")
         self._compression = compression
         self._sync = sync
         self._closed = False
@@ -298,8 +230,6 @@ class RocksDBStorage(Storage):
         options = Options(raw_mode=True)
         options.create_if_missing(create)
         options.set_compression_type(COMPRESSIONS[self._compression]())
-        if not create and not os.path.isfile(os.path.join(path, "CURRENT")):
-            raise StorageError(f"no RocksDB database at {path} (create=false)")
         try:
             # Naming the default column family makes rocksdict use these options
             # for it; otherwise it reuses the ones stored when the database was made.
@@ -439,30 +369,10 @@ class RocksDBStorage(Storage):
         return RocksDBBatch(self)
 
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
+        checked, deletes = check_ops(ops)
         wb = WriteBatch(raw_mode=True)
-        put = wb.put
-        delete = wb.delete
-        try:
-            for op in ops:
-                if op.__class__ is not tuple:
-                    raise TypeError(BAD_BATCH_OP)
-                key, value = op  # ValueError unless a pair
-                if key.__class__ is not bytes or not key:
-                    check_key(key)
-                if value is None:
-                    delete(key)
-                else:
-                    if value.__class__ is not bytes:
-                        check_value(value)
-                    put(key, value)
-        except ValueError as exc:
-            if isinstance(exc, SuperVMError):
-                raise
-            raise TypeError(BAD_BATCH_OP) from None
-        try:
-            self._write(wb)
-        except Exception as exc:
-            raise self._error(exc, "write") from exc
+        apply_ops(checked, deletes, wb.put, wb.delete)
+        self._apply(wb)
 
     def _apply(self, wb: WriteBatch) -> None:
         try:

@@ -1,0 +1,512 @@
+"""Key-value storage in one SQL table, whatever the database: the shared part.
+
+SQLAlchemy parses the URL, picks the dialect, creates the DBAPI connections,
+compiles the table's DDL and looks tables up. The hot path (get, set, delete,
+batches, scans) runs pre-built SQL on the DBAPI connection directly, in the
+dialect modules (:mod:`supervm_postgres.postgresql`, :mod:`supervm_postgres.sqlite`).
+This module knows no driver: a dialect subclass of :class:`SQLStorage` names
+its driver's exception class, its parameter placeholder and its schemes, and
+fills in the few hooks below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from typing import Any, ClassVar, Self, TypeVar, cast
+
+import sqlalchemy
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.schema import CreateTable
+
+from supervm.errors import (
+    InvalidURLError,
+    StorageClosedError,
+    StorageConnectionError,
+    StorageError,
+    StoreNotFoundError,
+)
+from supervm.storage import (
+    Batch,
+    BatchOp,
+    Capabilities,
+    QueuedBatch,
+    RangeScanStorage,
+    check_ops,
+)
+from supervm.url import StorageURL, mask_password
+
+__all__ = ["COMMON_OPTIONS", "DEFAULT_TABLE", "MAX_KEY_SIZE", "SQLOptions", "SQLStorage"]
+
+#: Table used when the URL has no ``table`` option.
+DEFAULT_TABLE = "supervm_kv"
+#: Longest key accepted. PostgreSQL refuses B-tree index entries above ~2.7 KB.
+MAX_KEY_SIZE = 2048
+#: URL options every SQL dialect takes (and does not pass on to its driver).
+COMMON_OPTIONS = ("table", "retries", "sync", "create")
+#: Rows a scan fetches in one statement before it switches to streaming.
+PAGE_ROWS = 1000
+#: Rows per chunk while streaming a large scan.
+CHUNK_ROWS = 500
+#: Idle scan connections kept for reuse.
+_IDLE_SCAN_CONNECTIONS = 4
+
+_T = TypeVar("_T")
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class SQLOptions:
+    """The URL options every dialect takes (:data:`COMMON_OPTIONS`), read and checked."""
+
+    def __init__(self, url: StorageURL) -> None:
+        name = url.options.get("table", DEFAULT_TABLE)
+        if not _TABLE_RE.fullmatch(name):
+            raise InvalidURLError(
+                f"table={name!r} in {url.raw!r} is not a valid table name (letters, digits "
+                "and underscores, not starting with a digit, at most 63 characters)"
+            )
+        self.table = name
+        self.retries = url.int_option("retries", 1)
+        self.sync = url.bool_option("sync", True) if "sync" in url.options else None
+        self.create = url.bool_option("create", True)
+
+
+class SQLStorage(RangeScanStorage):
+    """A key-value store kept in one table of a SQL database.
+
+    ``SQLStorage.from_url`` returns the dialect subclass registered for the
+    URL's scheme: :class:`~supervm_postgres.PostgresStorage` for
+    ``postgresql://`` and ``postgresql+psycopg://``,
+    :class:`~supervm_postgres.SQLiteStorage` for ``sqlite://``.
+    """
+
+    schemes = ("postgresql", "postgresql+psycopg", "sqlite")
+    url_form = (
+        "postgresql[+psycopg]://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+        "[?table=NAME&retries=N&sync=BOOL&create=BOOL&LIBPQ_PARAM=...] "
+        "or sqlite:///REL/PATH.db | sqlite:////ABS/PATH.db | sqlite://"
+        "[?table=NAME&timeout=SECONDS&sync=BOOL&create=BOOL]"
+    )
+    capabilities = Capabilities(
+        persistent=True,
+        range_scan=True,
+        reverse_scan=True,
+        snapshots=False,
+        sync_writes=True,
+        max_key_size=MAX_KEY_SIZE,
+    )
+
+    # -- what a dialect declares ---------------------------------------------
+
+    #: URL schemes this dialect opens (a dialect subclass sets these).
+    dialect_schemes: ClassVar[tuple[str, ...]] = ()
+    #: The scheme base (``url.backend``) of this dialect, for refusing other drivers.
+    dialect_backend: ClassVar[str] = ""
+    #: What to say to a URL of this database with a driver the dialect does not use.
+    driver_hint: ClassVar[str] = ""
+    #: Driver exception base class of the dialect.
+    _driver_error: ClassVar[type[Exception]] = Exception
+    #: Human-readable database kind for messages.
+    _kind: ClassVar[str] = "SQL"
+    #: Placeholder for a bytes parameter in this dialect's SQL.
+    _param: ClassVar[str] = "?"
+    #: Name of the binary column type, for messages.
+    _binary_type: ClassVar[str] = "binary"
+
+    _dialects: ClassVar[dict[str, type[SQLStorage]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for scheme in cls.__dict__.get("dialect_schemes", ()):
+            SQLStorage._dialects[scheme] = cls
+
+    _engine: Engine
+    _table: str
+    _where: str
+    _retries: int
+    _sync: bool | None
+    _page_rows: int | None
+    _raw: PoolProxiedConnection | None
+    _conn: Any
+    _cur: Any
+    _closed: bool
+    _dead: bool
+    _lock: threading.Lock
+    _idle: list[PoolProxiedConnection]
+    _busy: set[PoolProxiedConnection]
+    _idle_lock: threading.Lock
+    _scan_sql: dict[tuple[bool, bool, bool, bool], str]
+    _q_get: str
+    _q_set: str
+    _q_del: str
+
+    # -- opening ---------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: StorageURL) -> Self:
+        raw = url.raw
+        url = replace(url, raw=mask_password(raw))
+        impl = SQLStorage._dialects.get(url.scheme)
+        if impl is None:
+            for dialect in SQLStorage._dialects.values():
+                if url.backend == dialect.dialect_backend:
+                    raise InvalidURLError(
+                        f"{url.scheme}:// is not supported: {dialect.driver_hint}"
+                    )
+        if impl is None or not issubclass(impl, cls):
+            raise InvalidURLError(f"{cls.__name__} cannot open {url.scheme}:// URLs")
+        return cast(Self, impl._open(url, raw))
+
+    @classmethod
+    def _open(cls, url: StorageURL, raw: str) -> SQLStorage:
+        """Open a store; ``url`` has its password masked, ``raw`` is the URL as given."""
+        raise NotImplementedError
+
+    def _start(self, engine: Engine, where: str, options: SQLOptions) -> None:
+        """Set the store up on ``engine``, connect, and find or create its table.
+
+        A dialect's ``_open`` makes the instance, sets its own attributes and
+        calls this; on failure the store is closed and the error raised.
+        """
+        self._engine = engine
+        self._table = options.table
+        self._where = where
+        self._retries = options.retries
+        self._sync = options.sync
+        self._page_rows = PAGE_ROWS
+        self._raw = None
+        self._closed = False
+        self._dead = False
+        self._lock = threading.Lock()
+        self._idle = []
+        self._busy = set()
+        self._idle_lock = threading.Lock()
+        self._scan_sql = {}
+        quoted = f'"{self._table}"'
+        p = self._param
+        self._q_get = f"SELECT value FROM {quoted} WHERE key = {p}"
+        self._q_set = (
+            f"INSERT INTO {quoted} (key, value) VALUES ({p}, {p}) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self._q_del = f"DELETE FROM {quoted} WHERE key = {p}"
+        try:
+            self._raw, self._conn, self._cur = self._open_connection()
+        except self._driver_error as exc:
+            self.close()
+            raise self._connect_error(exc) from exc
+        try:
+            self._ensure_table(options.create)
+            self._ready()
+        except self._driver_error as exc:
+            self.close()
+            raise self._error(exc, "opening") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_connection(self) -> tuple[PoolProxiedConnection, Any, Any]:
+        """A new DBAPI connection from the engine, set up, and a cursor on it."""
+        try:
+            raw = self._engine.raw_connection()
+        except sqlalchemy.exc.DBAPIError as exc:
+            orig = _unwrap(exc)
+            if isinstance(orig, self._driver_error):
+                raise orig from exc
+            raise
+        try:
+            conn: Any = raw.driver_connection
+            self._configure(conn)
+            return raw, conn, conn.cursor()
+        except BaseException:
+            _discard(raw)
+            raise
+
+    def _configure(self, conn: Any) -> None:
+        """Set a new connection up (autocommit, the ``sync`` option)."""
+
+    def _connect_error(self, exc: BaseException) -> StorageError:
+        """The error for a failure to make the store's first connection."""
+        return self._error(exc, "opening")
+
+    def _ready(self) -> None:
+        """Last step of opening, once the table is there."""
+
+    def _prepare_database(self) -> None:
+        """Database settings made before the table is created (the store lock is held)."""
+
+    def _created_concurrently(self, exc: BaseException) -> bool:
+        """Whether ``exc`` from ``CREATE TABLE IF NOT EXISTS`` means another connection won."""
+        return False
+
+    def _ensure_table(self, create: bool) -> None:
+        """Create the table if missing (or, without ``create``, insist that it exists)."""
+        if not create and not self._has_table():
+            raise StoreNotFoundError(
+                f"no {self._kind} store in table {self._table} at {self._where}: "
+                "nothing was created (create=false)"
+            )
+        table = sqlalchemy.Table(
+            self._table,
+            sqlalchemy.MetaData(),
+            sqlalchemy.Column("key", sqlalchemy.LargeBinary, primary_key=True),
+            sqlalchemy.Column("value", sqlalchemy.LargeBinary, nullable=False),
+        )
+        ddl = str(CreateTable(table, if_not_exists=True).compile(dialect=self._engine.dialect))
+        with self._lock:
+            cur = self._cur
+            self._prepare_database()
+            if create:
+                try:
+                    cur.execute(ddl)
+                except self._driver_error as exc:
+                    if not self._created_concurrently(exc):
+                        raise self._error(exc, f"creating table {self._table}") from exc
+            try:
+                cur.execute(f'SELECT key, value FROM "{self._table}" LIMIT 0')
+            except self._driver_error as exc:
+                raise StorageError(
+                    f"table {self._table} in {self._where} is not a key-value table "
+                    f"(key {self._binary_type} primary key, value {self._binary_type}): {exc}",
+                    original=exc,
+                ) from exc
+
+    def _has_table(self) -> bool:
+        """Whether the store's table exists (looked up through SQLAlchemy's dialect)."""
+        try:
+            return sqlalchemy.inspect(self._engine).has_table(self._table)
+        except sqlalchemy.exc.DBAPIError as exc:
+            orig = _unwrap(exc)
+            raise self._error(orig, f"looking up table {self._table}") from orig
+
+    @property
+    def table(self) -> str:
+        """Name of the table holding this store's pairs."""
+        return self._table
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine the store's connections come from."""
+        return self._engine
+
+    # -- errors and reconnection -------------------------------------------
+
+    def _lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection to the server is gone."""
+        return False
+
+    def _error(self, exc: BaseException, doing: str) -> StorageError:
+        return StorageError(f"{self._kind} {doing} failed on {self._where}: {exc}", original=exc)
+
+    def _reconnect(self) -> None:
+        old = self._raw
+        self._raw = None
+        if old is not None:
+            _discard(old)
+        self._raw, self._conn, self._cur = self._open_connection()
+
+    def _recover(self, exc: BaseException, run: Callable[[], _T], doing: str) -> _T:
+        """Handle a driver error raised by ``run``; the store lock is held.
+
+        A lost connection is made again and ``run`` retried, up to the
+        ``retries`` option; any other error is raised as a storage error.
+        """
+        if self._closed:
+            raise StorageClosedError(f"{type(self).__name__} is closed") from None
+        if not self._lost(exc):
+            raise self._error(exc, doing) from exc
+        # A call on a connection already known to be dead sent nothing: the first
+        # reconnection is not a retry.
+        budget = self._retries + (1 if self._dead else 0)
+        self._dead = True
+        while budget > 0:
+            budget -= 1
+            try:
+                self._reconnect()
+                result = run()
+            except self._driver_error as again:
+                if not self._lost(again):
+                    raise self._error(again, doing) from again
+                exc = again
+                continue
+            self._dead = False
+            return result
+        raise StorageConnectionError(
+            f"lost the connection to {self._kind} at {self._where} ({doing}): {exc}",
+            original=exc,
+        ) from exc
+
+    def _run(self, run: Callable[[], _T], doing: str) -> _T:
+        """``run()`` on the store's connection under its lock, recovering from driver errors."""
+        with self._lock:
+            try:
+                return run()
+            except self._driver_error as exc:
+                return self._recover(exc, run, doing)
+
+    # -- protocol ----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _range_sql(self, lo: bool, hi: bool, reverse: bool, limited: bool) -> str:
+        """``SELECT`` of the pairs in a key range, in key order, maybe with a row limit."""
+        shape = (lo, hi, reverse, limited)
+        sql = self._scan_sql.get(shape)
+        if sql is None:
+            conditions = []
+            if lo:
+                conditions.append(f"key >= {self._param}")
+            if hi:
+                conditions.append(f"key < {self._param}")
+            sql = f'SELECT key, value FROM "{self._table}"'
+            if conditions:
+                sql += " WHERE " + " AND ".join(conditions)
+            sql += " ORDER BY key DESC" if reverse else " ORDER BY key"
+            if limited and self._page_rows is not None:
+                sql += f" LIMIT {self._page_rows + 1}"
+            self._scan_sql[shape] = sql
+        return sql
+
+    def _range(
+        self, start: bytes | None, end: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs in ``[start, end)``.
+
+        Up to a page of rows (all rows when there is no page limit) comes back
+        from one statement on the store's connection; a larger result is
+        streamed instead, from a single statement on a connection of its own,
+        so it is one consistent view.
+        """
+        params = tuple(b for b in (start, end) if b is not None)
+        sql = self._range_sql(start is not None, end is not None, reverse, True)
+        rows = self._run(lambda: self._query(sql, params).fetchall(), "scan")
+        if self._page_rows is None or len(rows) <= self._page_rows:
+            return iter(rows)
+        full_sql = self._range_sql(start is not None, end is not None, reverse, False)
+        return self._stream(full_sql, params)
+
+    def _query(self, sql: str, params: tuple[bytes, ...]) -> Any:
+        """Run a ``SELECT`` on the store's cursor and return the cursor (lock held)."""
+        return self._cur.execute(sql, params)
+
+    def _stream(self, sql: str, params: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+        """Rows of one statement, read on a scan connection as they are consumed."""
+        raise NotImplementedError
+
+    def batch(self) -> Batch:
+        self._check_open()
+        return QueuedBatch(self._write, MAX_KEY_SIZE)
+
+    def write_batch(self, ops: Iterable[BatchOp]) -> None:
+        self._write(*check_ops(ops, MAX_KEY_SIZE))
+
+    def _write(self, ops: list[BatchOp], deleting: bool) -> None:
+        """Apply validated operations, in order, in one transaction."""
+        if self._closed:
+            self._check_open()
+        if not ops:
+            return
+        puts: Collection[tuple[bytes, bytes | None]]
+        if deleting:
+            # Only the last operation on each key counts, so puts and deletes can run apart.
+            final = dict(ops)
+            puts = [(k, v) for k, v in final.items() if v is not None]
+            deletes = [(k,) for k, v in final.items() if v is None]
+        else:
+            # Upserts in order: a key put twice ends with its last value.
+            puts, deletes = ops, []
+
+        def run() -> None:
+            cur = self._cur
+            with self._transaction():
+                if puts:
+                    cur.executemany(self._q_set, puts)
+                if deletes:
+                    cur.executemany(self._q_del, deletes)
+
+        self._run(run, "batch")
+
+    def _transaction(self) -> AbstractContextManager[object]:
+        """A context in which the store's cursor runs one transaction (lock held)."""
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        """Drop this store's table (every pair in it) and close the store."""
+        self._check_open()
+        # Open scans would hold the table and block the drop: end them first.
+        self._close_scan_connections()
+        sql = f'DROP TABLE IF EXISTS "{self._table}"'
+        self._run(lambda: self._cur.execute(sql), "drop")
+        self.close()
+
+    # -- scan connections ----------------------------------------------------
+
+    def _borrow(self) -> PoolProxiedConnection:
+        """A connection for one scan: an idle one, else a new one."""
+        with self._idle_lock:
+            if self._idle and not self._closed:
+                raw = self._idle.pop()
+                self._busy.add(raw)
+                return raw
+        raw, _conn, _cur = self._open_connection()
+        with self._idle_lock:
+            if not self._closed:
+                self._busy.add(raw)
+                return raw
+        _discard(raw)
+        raise StorageClosedError(f"{type(self).__name__} is closed")
+
+    def _give_back(self, raw: PoolProxiedConnection, healthy: bool) -> None:
+        """End a scan's use of ``raw``: kept for the next scan when ``healthy``."""
+        with self._idle_lock:
+            self._busy.discard(raw)
+            if healthy and not self._closed and len(self._idle) < _IDLE_SCAN_CONNECTIONS:
+                self._idle.append(raw)
+                return
+        _discard(raw)
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            raw, self._raw = self._raw, None
+            if raw is not None:
+                _discard(raw)
+        # Scans still open lose their connections too; reading on raises StorageClosedError.
+        self._close_scan_connections()
+        self._engine.dispose()
+
+    def _close_scan_connections(self) -> None:
+        with self._idle_lock:
+            others = [*self._idle, *self._busy]
+            self._idle = []
+            self._busy = set()
+        for conn in others:
+            _discard(conn)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self._where} table={self._table} {state}>"
+
+
+def _discard(raw: PoolProxiedConnection) -> None:
+    """Close a pooled DBAPI connection without returning it to the pool."""
+    if raw.is_valid:
+        with contextlib.suppress(Exception):
+            raw.invalidate()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
