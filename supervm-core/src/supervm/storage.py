@@ -37,8 +37,10 @@ __all__ = [
     "Batch",
     "BatchOp",
     "Capabilities",
+    "Closing",
     "ClosureBatch",
     "DriverBatch",
+    "FileStorage",
     "ListBatch",
     "QueuedBatch",
     "RangeScanStorage",
@@ -427,7 +429,20 @@ class QueuedBatch(ClosureBatch):
         return len(self._ops)
 
 
-class Snapshot(abc.ABC):
+class Closing:
+    """Context-manager use for anything with a ``close()``: leaving the block closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Snapshot(Closing, abc.ABC):
     """A read-only, point-in-time view of a store."""
 
     @abc.abstractmethod
@@ -442,14 +457,8 @@ class Snapshot(abc.ABC):
     def close(self) -> None:
         """Release the snapshot."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Storage(abc.ABC):
+class Storage(Closing, abc.ABC):
     """A key-value store of bytes with prefix scans and atomic batches."""
 
     #: URL scheme(s) this back end serves, e.g. ``("rocksdb",)``.
@@ -512,17 +521,6 @@ class Storage(abc.ABC):
         if self.closed:
             raise StorageClosedError(f"{type(self).__name__} is closed")
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return self.scan(b"")
 
@@ -554,6 +552,37 @@ class RangeScanStorage(Storage):
         self, start: bytes | None, end: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
         """Pairs with ``start <= key < end`` (``None``: unbounded), in key order or reversed."""
+
+
+class FileStorage(Storage):
+    """A store kept in local files: what such stores share.
+
+    A subclass sets ``_path`` (see :func:`store_path`), ``_sync`` and
+    ``_closed`` when it opens; this gives the read-only :attr:`path` and
+    :attr:`sync`, :attr:`closed` and the repr.
+    """
+
+    _path: str
+    _sync: bool
+    _closed: bool
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the store's directory (or file)."""
+        return self._path
+
+    @property
+    def sync(self) -> bool:
+        """Whether every write is made durable before it returns."""
+        return self._sync
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self._path!r} {state}>"
 
 
 def check_range(start: object, end: object, reverse: object) -> None:

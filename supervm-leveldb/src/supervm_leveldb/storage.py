@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, TypeVar
 
 import plyvel
 
@@ -15,8 +15,8 @@ from supervm.storage import (
     BatchOp,
     Capabilities,
     DriverBatch,
+    FileStorage,
     Snapshot,
-    Storage,
     apply_ops,
     check_key,
     check_ops,
@@ -43,6 +43,7 @@ _OPTIONS = ("compression", "create", "sync")
 # test here.
 
 _ErrorFactory = Callable[[BaseException], StorageError]
+_T = TypeVar("_T")
 
 
 def _driver_message(exc: BaseException) -> str:
@@ -119,7 +120,7 @@ def _raise_closed(path: str, *args: object, **kwargs: object) -> NoReturn:
     raise StorageClosedError(f"LevelDB store at {path} is closed")
 
 
-class LevelDBStorage(Storage):
+class LevelDBStorage(FileStorage):
     """A persistent store in a LevelDB database directory (``leveldb://``)."""
 
     schemes = ("leveldb",)
@@ -152,8 +153,8 @@ class LevelDBStorage(Storage):
         """
         if compression not in ("snappy", "none", None):
             raise ValueError(f"compression must be 'snappy' or 'none', not {compression!r}")
-        self.path = store_path(path, create=create, kind="LevelDB", marker="CURRENT")
-        self.sync = sync
+        self._path = store_path(path, create=create, kind="LevelDB", marker="CURRENT")
+        self._sync = sync
         self._closed = False
         try:
             db = plyvel.DB(
@@ -197,11 +198,11 @@ class LevelDBStorage(Storage):
         # The hot point operations as per-instance closures (unless a subclass
         # overrides them): see ``_fast_point_ops``.
         cls = type(self)
-        get, put = _fast_point_ops(self._get, self._put, db, self.path)
+        self._fast_get, self._fast_set = _fast_point_ops(self._get, self._put, db, self.path)
         if cls.get is LevelDBStorage.get:
-            self.get = get  # type: ignore[method-assign, assignment]
+            self.get = self._fast_get  # type: ignore[method-assign, assignment]
         if cls.set is LevelDBStorage.set:
-            self.set = put  # type: ignore[method-assign, assignment]
+            self.set = self._fast_set  # type: ignore[method-assign, assignment]
 
     @classmethod
     def from_url(cls, url: StorageURL) -> Self:
@@ -220,27 +221,13 @@ class LevelDBStorage(Storage):
             return StorageClosedError(f"LevelDB store at {self.path} is closed", original=exc)
         return StorageError(f"LevelDB error on {self.path}: {_driver_message(exc)}", original=exc)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
+    # ``get`` and ``set`` of an instance are the closures made in ``_bind``;
+    # these are reached through the class (a subclass calling ``super()``).
     def get(self, key: bytes) -> bytes | None:
-        if not key:
-            check_key(key)
-        try:
-            return self._get(key)
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
+        return self._fast_get(key)
 
     def set(self, key: bytes, value: bytes) -> None:
-        if not key:
-            check_key(key)
-        if type(value) is not bytes:
-            check_value(value)
-        try:
-            self._put(key, value)
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
+        self._fast_set(key, value)
 
     def delete(self, key: bytes) -> None:
         if not key:
@@ -250,23 +237,23 @@ class LevelDBStorage(Storage):
         except _DRIVER_ERRORS as exc:
             raise self._error(exc) from exc
 
+    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``fn(*args, **kwargs)``, with driver errors raised as storage errors."""
+        try:
+            return fn(*args, **kwargs)
+        except _DRIVER_ERRORS as exc:
+            raise self._error(exc) from exc
+
     def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         if type(prefix) is not bytes:
             check_prefix(prefix)
-        try:
-            it = self._iterator(prefix=prefix)
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
-        return _iterate(it, self._error)
+        return _iterate(self._call(self._iterator, prefix=prefix), self._error)
 
     def scan_range(
         self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         check_range(start, end, reverse)
-        try:
-            it = self._iterator(start=start, stop=end, reverse=reverse)
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
+        it = self._call(self._iterator, start=start, stop=end, reverse=reverse)
         return _iterate(it, self._error)
 
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
@@ -281,18 +268,10 @@ class LevelDBStorage(Storage):
             raise self._error(exc) from exc
 
     def batch(self) -> Batch:
-        try:
-            wb = self._write_batch()
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
-        return _leveldb_batch(wb, self._error)
+        return _leveldb_batch(self._call(self._write_batch), self._error)
 
     def snapshot(self) -> Snapshot:
-        try:
-            snap = self._snapshot()
-        except _DRIVER_ERRORS as exc:
-            raise self._error(exc) from exc
-        return _LevelDBSnapshot(snap, self.path)
+        return _LevelDBSnapshot(self._call(self._snapshot), self.path)
 
     def close(self) -> None:
         if self._closed:
@@ -302,10 +281,6 @@ class LevelDBStorage(Storage):
         self._get = self._put = self._delete = closed
         self._iterator = self._write_batch = self._snapshot = closed
         self._db.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<{type(self).__name__} {self.path!r} sync={self.sync} {state}>"
 
 
 def _fast_point_ops(

@@ -20,6 +20,7 @@ from supervm.errors import (
 from supervm.storage import (
     BatchOp,
     Capabilities,
+    FileStorage,
     QueuedBatch,
     RangeScanStorage,
     Snapshot,
@@ -90,7 +91,7 @@ def _discard(txn: lmdb.Transaction[bytes], exc: BaseException) -> None:
         pass
 
 
-class LMDBStorage(RangeScanStorage):
+class LMDBStorage(FileStorage, RangeScanStorage):
     """A persistent store in an LMDB environment directory (``lmdb://``).
 
     Every ``get`` and scan reads in its own read transaction; every ``set``,
@@ -127,6 +128,7 @@ class LMDBStorage(RangeScanStorage):
         :class:`~supervm.errors.StoreNotFoundError` and creates nothing.
         """
         self._closed = True
+        self._sync = sync
         path = self._path = store_path(path, create=create, kind="LMDB", marker="data.mdb")
         try:
             env = lmdb.open(
@@ -189,15 +191,6 @@ class LMDBStorage(RangeScanStorage):
         )
 
     # -- properties --------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def path(self) -> str:
-        """The environment directory."""
-        return self._path
 
     @property
     def map_size(self) -> int:
@@ -508,10 +501,6 @@ class LMDBStorage(RangeScanStorage):
                 return
             self._closed = True
             self._env.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<LMDBStorage {self._path!r} {state}>"
 
 
 class LMDBBatch(QueuedBatch):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
@@ -13,9 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from supervm.errors import InvalidURLError, StorageClosedError, StorageConnectionError, StorageError
-from supervm.storage import check_key, check_value
 from supervm.url import StorageURL
-from supervm_postgres.sql import CHUNK_ROWS, COMMON_OPTIONS, MAX_KEY_SIZE, SQLOptions, SQLStorage
+from supervm_postgres.sql import CHUNK_ROWS, COMMON_OPTIONS, SQLOptions, SQLStorage
 
 __all__ = ["PostgresStorage"]
 
@@ -126,47 +126,9 @@ class PostgresStorage(SQLStorage):
         with self._lock:
             return self._conn.info.backend_pid
 
-    # -- hot path ------------------------------------------------------------
-
-    def get(self, key: bytes) -> bytes | None:
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        row: tuple[bytes] | None
-        with self._lock:
-            try:
-                cur = self._cur
-                cur.execute(self._q_get, (key,), prepare=True, binary=True)
-                row = cur.fetchone()
-            except psycopg.Error as exc:
-                row = self._recover(exc, lambda: self._query(self._q_get, (key,)).fetchone(), "get")
-        return None if row is None else row[0]
-
-    def set(self, key: bytes, value: bytes) -> None:
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        if type(value) is not bytes:
-            check_value(value)
-        with self._lock:
-            try:
-                self._cur.execute(self._q_set, (key, value), prepare=True)
-            except psycopg.Error as exc:
-                self._recover(
-                    exc, lambda: self._cur.execute(self._q_set, (key, value), prepare=True), "set"
-                )
-
-    def delete(self, key: bytes) -> None:
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        with self._lock:
-            try:
-                self._cur.execute(self._q_del, (key,), prepare=True)
-            except psycopg.Error as exc:
-                self._recover(
-                    exc, lambda: self._cur.execute(self._q_del, (key,), prepare=True), "delete"
-                )
-
-    def _query(self, sql: str, params: tuple[bytes, ...]) -> psycopg.Cursor[Any]:
-        return self._cur.execute(sql, params, prepare=True, binary=True)
+    def _executor(self, cur: psycopg.Cursor[Any]) -> Callable[[str, tuple[bytes, ...]], Any]:
+        # Prepared on the server, with binary results.
+        return functools.partial(cur.execute, prepare=True, binary=True)
 
     def _transaction(self) -> AbstractContextManager[object]:
         return self._conn.transaction()

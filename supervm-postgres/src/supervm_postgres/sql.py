@@ -37,7 +37,9 @@ from supervm.storage import (
     Capabilities,
     QueuedBatch,
     RangeScanStorage,
+    check_key,
     check_ops,
+    check_value,
 )
 from supervm.url import StorageURL, mask_password
 
@@ -134,6 +136,7 @@ class SQLStorage(RangeScanStorage):
     _raw: PoolProxiedConnection | None
     _conn: Any
     _cur: Any
+    _execute: Callable[[str, tuple[bytes, ...]], Any]
     _closed: bool
     _dead: bool
     _lock: threading.Lock
@@ -196,7 +199,7 @@ class SQLStorage(RangeScanStorage):
         )
         self._q_del = f"DELETE FROM {quoted} WHERE key = {p}"
         try:
-            self._raw, self._conn, self._cur = self._open_connection()
+            self._use(*self._open_connection())
         except self._driver_error as exc:
             self.close()
             raise self._connect_error(exc) from exc
@@ -226,6 +229,16 @@ class SQLStorage(RangeScanStorage):
         except BaseException:
             _discard(raw)
             raise
+
+    def _use(self, raw: PoolProxiedConnection, conn: Any, cur: Any) -> None:
+        """Make ``raw`` the store's connection, with ``cur`` its cursor."""
+        self._raw, self._conn, self._cur = raw, conn, cur
+        self._execute = self._executor(cur)
+
+    def _executor(self, cur: Any) -> Callable[[str, tuple[bytes, ...]], Any]:
+        """``execute(sql, params) -> cursor`` for the store's statements on ``cur``."""
+        execute: Callable[[str, tuple[bytes, ...]], Any] = cur.execute
+        return execute
 
     def _configure(self, conn: Any) -> None:
         """Set a new connection up (autocommit, the ``sync`` option)."""
@@ -308,7 +321,7 @@ class SQLStorage(RangeScanStorage):
         self._raw = None
         if old is not None:
             _discard(old)
-        self._raw, self._conn, self._cur = self._open_connection()
+        self._use(*self._open_connection())
 
     def _recover(self, exc: BaseException, run: Callable[[], _T], doing: str) -> _T:
         """Handle a driver error raised by ``run``; the store lock is held.
@@ -355,6 +368,39 @@ class SQLStorage(RangeScanStorage):
     def closed(self) -> bool:
         return self._closed
 
+    def get(self, key: bytes) -> bytes | None:
+        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+            check_key(key, MAX_KEY_SIZE)
+        row: tuple[bytes] | None
+        with self._lock:
+            try:
+                row = self._execute(self._q_get, (key,)).fetchone()
+            except self._driver_error as exc:
+                row = self._recover(
+                    exc, lambda: self._execute(self._q_get, (key,)).fetchone(), "get"
+                )
+        return None if row is None else row[0]
+
+    def set(self, key: bytes, value: bytes) -> None:
+        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+            check_key(key, MAX_KEY_SIZE)
+        if type(value) is not bytes:
+            check_value(value)
+        with self._lock:
+            try:
+                self._execute(self._q_set, (key, value))
+            except self._driver_error as exc:
+                self._recover(exc, lambda: self._execute(self._q_set, (key, value)), "set")
+
+    def delete(self, key: bytes) -> None:
+        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+            check_key(key, MAX_KEY_SIZE)
+        with self._lock:
+            try:
+                self._execute(self._q_del, (key,))
+            except self._driver_error as exc:
+                self._recover(exc, lambda: self._execute(self._q_del, (key,)), "delete")
+
     def _range_sql(self, lo: bool, hi: bool, reverse: bool, limited: bool) -> str:
         """``SELECT`` of the pairs in a key range, in key order, maybe with a row limit."""
         shape = (lo, hi, reverse, limited)
@@ -386,15 +432,11 @@ class SQLStorage(RangeScanStorage):
         """
         params = tuple(b for b in (start, end) if b is not None)
         sql = self._range_sql(start is not None, end is not None, reverse, True)
-        rows = self._run(lambda: self._query(sql, params).fetchall(), "scan")
+        rows = self._run(lambda: self._execute(sql, params).fetchall(), "scan")
         if self._page_rows is None or len(rows) <= self._page_rows:
             return iter(rows)
         full_sql = self._range_sql(start is not None, end is not None, reverse, False)
         return self._stream(full_sql, params)
-
-    def _query(self, sql: str, params: tuple[bytes, ...]) -> Any:
-        """Run a ``SELECT`` on the store's cursor and return the cursor (lock held)."""
-        return self._cur.execute(sql, params)
 
     def _stream(self, sql: str, params: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
         """Rows of one statement, read on a scan connection as they are consumed."""

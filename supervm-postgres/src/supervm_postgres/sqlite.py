@@ -6,19 +6,18 @@ import contextlib
 import itertools
 import sqlite3
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import cast
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool, PoolProxiedConnection, StaticPool
 
 from supervm.errors import InvalidURLError, StorageClosedError, StorageError, StorageLockedError
-from supervm.storage import check_key, check_prefix, check_value, prefix_upper_bound, store_path
+from supervm.storage import check_prefix, prefix_upper_bound, store_path
 from supervm.url import StorageURL
 from supervm_postgres.sql import (
     CHUNK_ROWS,
     COMMON_OPTIONS,
-    MAX_KEY_SIZE,
     SQLOptions,
     SQLStorage,
     _discard,
@@ -118,39 +117,6 @@ class SQLiteStorage(SQLStorage):
             )
         return super()._error(exc, doing)
 
-    # -- hot path ------------------------------------------------------------
-
-    def get(self, key: bytes) -> bytes | None:
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        row: tuple[bytes] | None
-        with self._lock:
-            try:
-                row = self._cur.execute(self._q_get, (key,)).fetchone()
-            except sqlite3.Error as exc:
-                row = self._recover(exc, _never, "get")
-        return None if row is None else row[0]
-
-    def set(self, key: bytes, value: bytes) -> None:
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        if type(value) is not bytes:
-            check_value(value)
-        with self._lock:
-            try:
-                self._cur.execute(self._q_set, (key, value))
-            except sqlite3.Error as exc:
-                self._recover(exc, _never, "set")
-
-    def delete(self, key: bytes) -> None:
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            check_key(key, MAX_KEY_SIZE)
-        with self._lock:
-            try:
-                self._cur.execute(self._q_del, (key,))
-            except sqlite3.Error as exc:
-                self._recover(exc, _never, "delete")
-
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         cur = self._cur
@@ -249,7 +215,3 @@ class SQLiteStorage(SQLStorage):
         except sqlite3.Error:
             healthy = False
         self._give_back(raw, healthy)
-
-
-def _never() -> Any:  # pragma: no cover - only reached when a lost connection is retried
-    raise AssertionError("SQLite operations are never retried")

@@ -27,8 +27,8 @@ from supervm.storage import (
     BatchOp,
     Capabilities,
     DriverBatch,
+    FileStorage,
     Snapshot,
-    Storage,
     apply_ops,
     check_key,
     check_ops,
@@ -179,7 +179,7 @@ class RocksDBSnapshot(Snapshot):
             self._it = None
 
 
-class RocksDBStorage(Storage):
+class RocksDBStorage(FileStorage):
     """A persistent store in a RocksDB database directory (``rocksdb://``)."""
 
     schemes = ("rocksdb",)
@@ -212,9 +212,9 @@ class RocksDBStorage(Storage):
         self._snapshots: weakref.WeakSet[RocksDBSnapshot] = weakref.WeakSet()
         self._db = self._open(create)
         db = self._db
-        self._get: Callable[[bytes], bytes | None] = db.get
+        self._fast_get = _fast_get(db.get, self._path)
         if type(self).get is RocksDBStorage.get:
-            self.get = _fast_get(db.get, self._path)  # type: ignore[method-assign, assignment]
+            self.get = self._fast_get  # type: ignore[method-assign, assignment]
         self._put: Callable[[bytes, bytes], None] = db.put
         self._del: Callable[[bytes], None] = db.delete
         self._items: Callable[..., Any] = db.items
@@ -263,27 +263,9 @@ class RocksDBStorage(Storage):
         return cls(path, compression=compression, sync=sync, create=create)
 
     @property
-    def path(self) -> str:
-        """Absolute path of the database directory."""
-        return self._path
-
-    @property
     def compression(self) -> str:
         """Compression applied to new data blocks."""
         return self._compression
-
-    @property
-    def sync(self) -> bool:
-        """Whether every write is synced to disk before it returns."""
-        return self._sync
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<{type(self).__name__} {self._path!r}{state}>"
 
     def _error(self, exc: Exception, action: str) -> StorageError:
         return _driver_error(exc, action, self._path, self._closed)
@@ -291,12 +273,9 @@ class RocksDBStorage(Storage):
     # -- point operations ---------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        if type(key) is not bytes or not key:
-            check_key(key)
-        try:
-            return self._get(key)
-        except Exception as exc:
-            raise self._error(exc, "get") from exc
+        # An instance's ``get`` is the closure made in ``__init__``; this is
+        # reached through the class (a subclass calling ``super()``).
+        return self._fast_get(key)
 
     def set(self, key: bytes, value: bytes) -> None:
         if type(key) is not bytes or not key:
