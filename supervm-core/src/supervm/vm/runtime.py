@@ -322,15 +322,24 @@ class Runtime:
                 block_height=block_height, block_timestamp=block_timestamp,
                 view=StorageView(self.storage),
             )  # fmt: skip
-        with self._commit_lock:
-            receipt = self.run(
-                address, method, input, sender=sender, gas_limit=gas_limit,
-                block_height=block_height, block_timestamp=block_timestamp,
-                view=StorageView(self.storage),
-            )  # fmt: skip
+        # run() inlined, and the lock taken without ``with``: both cost on the hot path.
+        self._commit_lock.acquire()
+        try:
+            receipt = self._check_call(address, method, input, sender, gas_limit, block_height,
+                                       block_timestamp)  # fmt: skip
+            if receipt is not None:
+                return receipt
+            compiled = self._contract(address)
+            if compiled is None:
+                return Receipt(Status.REJECTED, error=f"no contract at address {address.hex()}")
+            receipt = self._run_compiled(compiled, address, method, input, sender, gas_limit,
+                                         block_height, block_timestamp,
+                                         StorageView(self.storage))  # fmt: skip
             if receipt.status is Status.OK and receipt.write_set:
                 self.write(receipt.write_set)
-        return receipt
+            return receipt
+        finally:
+            self._commit_lock.release()
 
     def execute(
         self,
@@ -359,7 +368,7 @@ class Runtime:
             )  # fmt: skip
             if receipt.status is Status.OK and receipt.write_set:
                 self.write(receipt.write_set)
-        return receipt
+            return receipt
 
     def run(
         self,
