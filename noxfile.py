@@ -94,10 +94,21 @@ def types(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Benchmarks: storage (SuperVM / raw driver) and VM (full path / bare loop, fast / public)."""
+    """Benchmarks (bench/RESULTS.md): storage, VM and chain ratios, then bench.mvmemory.
+
+    nox -s bench              # print each benchmark's table
+    nox -s bench -- DIR       # also write DIR/storage.json, DIR/vm.json, DIR/chain.json;
+                              # python -m bench.compare OLD/vm.json DIR/vm.json shows changes
+    """
     _install_workspace(session, *PACKAGES)
-    session.run("python", "-m", "bench.storage", *session.posargs)
-    session.run("python", "-m", "bench.vm")
+    out = Path(session.posargs[0]) if session.posargs else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    for name in ("storage", "vm", "chain"):
+        json_args = ["--json", str(out / f"{name}.json")] if out is not None else []
+        session.run("python", "-m", f"bench.{name}", *json_args)
+    if (ROOT / "bench" / "mvmemory.py").exists():
+        session.run("python", "-m", "bench.mvmemory")
 
 
 def _have_leveldb_headers() -> bool:

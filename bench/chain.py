@@ -1,215 +1,239 @@
 """Chain benchmark: parallel against sequential block execution, and block commits.
 
-    python -m bench.chain [--threads 2] [--rounds 5]
+    python -m bench.chain [--threads 2] [--rounds 40] [--json chain.json]
 
-1. A compute-heavy block with no conflicts: ``hash`` calls of
-   examples/contracts/hasher.wasm from distinct senders, each running about a
-   millisecond of wasm. Block-STM (forced: ``executor.min_parallel_gas = 0``)
-   against sequential execution, and the executor left to its own choice.
-2. A block of token transfers among a few hot accounts: nearly every
-   transaction conflicts with the one before. The executor's own choice once it
-   has seen such transfers (it then runs them sequentially), the first block it
-   sees (it has no gas figures, so it tries Block-STM), and Block-STM forced.
+1. A compute-heavy block with no conflicts: ``--hash-calls`` calls of
+   examples/contracts/hasher.wasm's ``hash`` from distinct senders, each running
+   ``--hash-rounds`` rounds of hashing (about a millisecond of wasm). Block-STM
+   (forced: ``executor.min_parallel_gas = 0``) against sequential execution, and
+   the executor left to its own choice against sequential.
+2. A block of ``--hot-transfers`` token transfers among ``--hot-accounts`` hot
+   accounts (``supervm.chain.workload``: its accounts, mint and transfers, none
+   oversized): nearly every transaction conflicts with the one before. Against
+   sequential execution: the executor's own choice once it has seen such
+   transfers (it then runs them sequentially), the first block a new executor
+   sees (it has no gas figures, so it starts with Block-STM), and Block-STM
+   forced.
 3. Token transfers through ``Chain.execute(mode="sequential")`` on the memory
-   store against the bare unchecked loop of ``bench.vm`` (same transfers, same
-   accounts, same process).
-4. Committing a block that writes many distinct keys to RocksDB through
-   ``Chain.commit`` against one rocksdict ``WriteBatch`` of the same entries,
-   opened with the options RocksDBStorage uses (raw mode, lz4).
+   store against the bare unchecked loop of ``bench.vm``: the same workload
+   transfers among ``--accounts`` accounts, cycled through in the same order on
+   both sides; a repetition is one block of at least ``--min-block`` transfers.
+4. Committing a block that writes ``--commit-keys`` distinct keys to RocksDB:
+   ``Chain.commit`` on a fresh store against one rocksdict ``WriteBatch`` of the
+   same entries on a fresh database opened with the options RocksDBStorage uses
+   (raw mode, lz4).
 
-Every figure is the best of ``--rounds`` rounds, alternating which side runs
-first; parallel and sequential results are checked to be identical. The report
-gives ratios (speed-up: sequential time / parallel time).
+Measured with bench/harness.py: repetitions (here: blocks) of each side
+interleaved in pairs, the figure the median of the per-pair ratios with its 95%
+confidence interval. ``--rounds`` is the most pairs per comparison (it used to
+be the number of best-of rounds); comparisons whose blocks take long get fewer,
+within ``--budget`` seconds each and never fewer than ``--min-pairs``. Every
+result is checked: parallel and sequential executions of a block must give the
+same bytes. Figures are speed-ups: sequential time / parallel time, bare-loop
+time / Chain.execute time, WriteBatch time / Chain.commit time.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import shutil
 import struct
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from itertools import count
 from pathlib import Path
+from typing import Any
 
 import supervm
-from bench.vm import TOKEN, accounts, bare_loop, transfers
-from supervm.chain import Block, BlockResult, Chain, Transaction
+from bench.harness import Cycle, Pair, Session, Side, add_arguments, say
+from bench.vm import Transfers, bare_side
+from supervm.chain import Block, BlockResult, Chain, Transaction, workload
 from supervm.chain.block import GENESIS_DIGEST, receipts_root, state_digest
-from supervm.layout import DIGEST_KEY, HEIGHT_KEY
+from supervm.layout import DIGEST_KEY, HEIGHT_KEY, block_key
 from supervm.memory import MemoryStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 HASHER = (ROOT / "examples" / "contracts" / "hasher.wasm").read_bytes()
 
 
-def best_of(rounds: int, sides: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Best seconds per side over ``rounds`` rounds, alternating the order of the sides."""
-    best = dict.fromkeys(sides, float("inf"))
-    names = list(sides)
-    for round_no in range(rounds):
-        for name in names if round_no % 2 == 0 else names[::-1]:
-            gc.collect()
-            best[name] = min(best[name], sides[name]())
-    return best
+def block_side(
+    label: str, chain: Chain, block: Block, mode: str, expected: bytes, *, forced: bool = False,
+    last: list[BlockResult] | None = None,
+) -> Side:  # fmt: skip
+    """Executions of ``block`` (not committed), each checked against ``expected``.
+
+    ``last``, if given, holds the latest result (for its stats).
+    """
+    executor = chain.executor
+
+    def prepare(n: int) -> Callable[[], object]:
+        def body() -> object:
+            result = None
+            for _ in range(n):
+                result = chain.execute(block, mode=mode)
+            return result
+
+        if not forced:
+            return body
+
+        def forced_body() -> object:
+            default = executor.min_parallel_gas
+            executor.min_parallel_gas = 0
+            try:
+                return body()
+            finally:
+                executor.min_parallel_gas = default
+
+        return forced_body
+
+    def check(result: Any) -> None:
+        if result.encode() != expected:
+            raise AssertionError(f"{label}: the block gave a different result")
+        if last is not None:
+            last[:] = [result]
+
+    return Side(label, prepare, check)
 
 
-def timed(chain: Chain, block: Block, mode: str, results: list[BlockResult]) -> Callable[[], float]:
-    def run() -> float:
-        start = time.perf_counter()
-        result = chain.execute(block, mode=mode)
-        elapsed = time.perf_counter() - start
-        results.append(result)
-        return elapsed
-
-    return run
+def block_pair(name: str, ours: Side, sequential: Side, txs: int, **options: Any) -> Pair:
+    """Parallel against sequential, a block per repetition."""
+    return Pair(name, ours, sequential, kind="speed", units=1, ops_per_unit=txs, op="tx",
+                **options)  # fmt: skip
 
 
-def check_equal(results: list[BlockResult]) -> None:
-    first = results[0].encode()
-    if any(r.encode() != first for r in results[1:]):
-        raise AssertionError("executions of the same block gave different results")
+def how(result: BlockResult) -> str:
+    stats = result.stats
+    return stats.fallback_reason or stats.mode
 
 
 # -- 1. compute-heavy, no conflicts ----------------------------------------------------
 
 
-def compute_heavy(threads: int, rounds: int, txs: int, hash_rounds: int) -> dict[str, float]:
+def compute_heavy(threads: int, txs: int, hash_rounds: int, stack: ExitStack) -> list[Pair]:
     chain = Chain(MemoryStorage(), threads=threads)
+    stack.callback(chain.close)
     hasher = chain.deploy(HASHER)
     block = Block(1, 1, tuple(
         Transaction(hasher, "hash", struct.pack("<I", hash_rounds) + i.to_bytes(4, "big"),
                     sender=i.to_bytes(4, "big") * 5, gas_limit=10**9)
         for i in range(txs)
     ))  # fmt: skip
-    results: list[BlockResult] = []
-    default_gas = chain.executor.min_parallel_gas
-    try:
-        sequential = timed(chain, block, "sequential", results)
-        parallel = timed(chain, block, "parallel", results)
+    reference = chain.execute(block, mode="sequential")
+    assert all(r.ok for r in reference.receipts), "hash calls failed"
+    expected = reference.encode()
+    own = chain.execute(block, mode="parallel")
+    gas = reference.receipts[0].gas_used
+    name = f"compute-heavy block ({txs} hash calls, {gas:,} gas each)"
 
-        def forced() -> float:
-            chain.executor.min_parallel_gas = 0
-            try:
-                return parallel()
-            finally:
-                chain.executor.min_parallel_gas = default_gas
+    def sequential() -> Side:
+        return block_side("sequential", chain, block, "sequential", expected)
 
-        times = best_of(rounds, {"sequential": sequential, "forced": forced, "own": parallel})
-        own_mode = chain.execute(block, mode="parallel").stats
-    finally:
-        chain.close()
-    check_equal(results)
-    assert all(r.ok for r in results[0].receipts), "hash calls failed"
-    gas = results[0].receipts[0].gas_used
-    return {
-        "forced": times["sequential"] / times["forced"],
-        "own": times["sequential"] / times["own"],
-        "own_parallel": float(own_mode.mode == "parallel"),
-        "ms_per_call": times["sequential"] / txs * 1e3,
-        "gas_per_call": float(gas),
-    }
+    return [
+        block_pair(f"{name}: parallel / sequential, Block-STM forced",
+                   block_side("Block-STM forced", chain, block, "parallel", expected, forced=True),
+                   sequential(), txs, target=">= 1.6x", quiet=True),
+        block_pair(f"{name}: parallel / sequential, executor's own choice",
+                   block_side("executor's own choice", chain, block, "parallel", expected),
+                   sequential(), txs, quiet=True, note=f"the executor ran it: {how(own)}"),
+    ]  # fmt: skip
 
 
 # -- 2. hot accounts ------------------------------------------------------------------
 
 
-def hot_accounts(threads: int, rounds: int, txs: int, hot: int) -> dict[str, object]:
-    users = accounts(hot)
+def hot_accounts(threads: int, txs: int, hot: int, stack: ExitStack) -> list[Pair]:
     chain = Chain(MemoryStorage(), threads=threads)
-    token = chain.deploy(TOKEN)
-    mint = Block(1, 1, tuple(
-        Transaction(token, "mint", user + struct.pack("<Q", 10**12), sender=users[0])
-        for user in users
-    ))  # fmt: skip
-    chain.apply(mint, mode="sequential")
-    block = Block(2, 2, tuple(
-        Transaction(token, "transfer", data, sender=sender, gas_limit=1_000_000)
-        for sender, data in transfers(txs, users)
-    ))  # fmt: skip
-    results: list[BlockResult] = []
-    executor = chain.executor
-    default_gas = executor.min_parallel_gas
+    stack.callback(chain.close)
+    token = chain.deploy(workload.token_code())
+    users = workload.accounts(hot)
+    workload.setup(chain, token, users)
+    height, _ = chain.head()
+    transfers = workload.transfers(token, users, txs, 1, oversized=0.0)
+    block = Block(height + 1, height + 1, tuple(transfers))
+    reference = chain.execute(block, mode="sequential")
+    assert all(r.ok for r in reference.receipts), "transfers failed"
+    expected = reference.encode()
+    own = chain.execute(block, mode="parallel")  # the executor now knows these transfers
+    forced: list[BlockResult] = []
+
     firsts: list[BlockResult] = []
 
-    def first_sight() -> float:
-        # A new executor (same store and runtime) knows nothing of these transfers yet.
-        fresh = Chain(chain.storage, threads=threads, runtime=chain.runtime)
-        try:
-            return timed(fresh, block, "parallel", firsts)()
-        finally:
-            fresh.close()
+    def first_prepare(n: int) -> Callable[[], object]:
+        # New executors (same store and runtime) know nothing of these transfers yet.
+        fresh = [Chain(chain.storage, threads=threads, runtime=chain.runtime) for _ in range(n)]
 
-    try:
-        sequential = timed(chain, block, "sequential", results)
-        own = timed(chain, block, "parallel", results)
+        def body() -> object:
+            result = None
+            for each in fresh:
+                result = each.execute(block, mode="parallel")
+            return result, fresh
 
-        def forced() -> float:
-            executor.min_parallel_gas = 0
-            try:
-                return own()
-            finally:
-                executor.min_parallel_gas = default_gas
+        return body
 
-        times = best_of(rounds, {
-            "sequential": sequential, "own": own, "forced": forced, "first": first_sight,
-        })  # fmt: skip
-        own_stats = chain.execute(block, mode="parallel").stats
-        executor.min_parallel_gas = 0
-        forced_stats = chain.execute(block, mode="parallel").stats
-        executor.min_parallel_gas = default_gas
-    finally:
-        chain.close()
-    results += firsts
-    check_equal(results)
-    assert sum(r.ok for r in results[0].receipts) == txs, "transfers failed"
-    first = firsts[-1]
-    return {
-        "own": times["sequential"] / times["own"],
-        "own_how": own_stats.fallback_reason or own_stats.mode,
-        "first": times["sequential"] / times["first"],
-        "first_how": first.stats.fallback_reason or first.stats.mode,
-        "first_executions": first.stats.executions,
-        "forced": times["sequential"] / times["forced"],
-        "forced_how": forced_stats.fallback_reason or forced_stats.mode,
-        "forced_executions": forced_stats.executions,
-    }
+    def first_check(out: Any) -> None:
+        result, fresh = out
+        for each in fresh:
+            each.close()
+        if result.encode() != expected:
+            raise AssertionError("first sight: the block gave a different result")
+        firsts[:] = [result]
+
+    first = Side("new executor, first sight", first_prepare, first_check)
+    first_check(first_prepare(1)())
+    name = f"hot accounts ({txs:,} transfers over {hot} accounts): parallel / sequential"
+
+    def sequential() -> Side:
+        return block_side("sequential", chain, block, "sequential", expected)
+
+    return [
+        block_pair(f"{name}, executor's own choice once it knows the transfers",
+                   block_side("executor's own choice", chain, block, "parallel", expected),
+                   sequential(), txs, target=">= 0.9x", warmup=1,
+                   note=f"the executor ran it: {how(own)}"),
+        block_pair(f"{name}, first sight (no gas history)", first, sequential(), txs, warmup=1,
+                   note=f"the executor ran it: {how(firsts[0])}, "
+                   f"{firsts[0].stats.executions:,} executions"),
+        block_pair(f"{name}, Block-STM forced",
+                   block_side("Block-STM forced", chain, block, "parallel", expected, forced=True,
+                              last=forced),
+                   sequential(), txs, warmup=0, quiet=True,
+                   note=lambda: f"{how(forced[0])}, {forced[0].stats.executions:,} executions"),
+    ]  # fmt: skip
 
 
 # -- 3. sequential transfers against the bare loop ----------------------------------------
 
 
-def sequential_transfers(rounds: int, count: int, users_count: int) -> dict[str, float]:
-    users = accounts(users_count)
-    txs = transfers(count, users)
+def sequential_transfers(count: int, accounts: int, min_block: int, stack: ExitStack) -> Pair:
     chain = Chain(MemoryStorage(), threads=1)
-    token = chain.deploy(TOKEN)
-    mint = Block(1, 1, tuple(
-        Transaction(token, "mint", user + struct.pack("<Q", 10**9), sender=users[0])
-        for user in users
-    ))  # fmt: skip
-    assert all(r.ok for r in chain.apply(mint, mode="sequential").receipts)
-    block = Block(2, 2, tuple(
-        Transaction(token, "transfer", data, sender=sender, gas_limit=1_000_000)
-        for sender, data in txs
-    ))  # fmt: skip
-    results: list[BlockResult] = []
-    try:
-        times = best_of(rounds, {
-            "bare": lambda: bare_loop(txs, users),
-            "chain": timed(chain, block, "sequential", results),
-        })  # fmt: skip
-    finally:
-        chain.close()
-    check_equal(results)
-    assert all(r.ok for r in results[0].receipts), "transfers failed"
-    return {
-        "chain_tps": count / times["chain"],
-        "bare_tps": count / times["bare"],
-        "ratio": times["bare"] / times["chain"],
-    }
+    stack.callback(chain.close)
+    token = chain.deploy(workload.token_code())
+    work = Transfers.make(count, accounts, token)
+    workload.setup(chain, token, work.users)
+    height, _ = chain.head()
+    cycle = Cycle(work.txs)
+
+    def prepare(n: int) -> Callable[[], object]:
+        block = Block(height + 1, height + 1, tuple(
+            Transaction(token, "transfer", data, sender=sender, gas_limit=gas)
+            for sender, data, gas in cycle.take(n)
+        ))  # fmt: skip
+
+        def body() -> object:
+            return chain.execute(block, mode="sequential")
+
+        return body
+
+    def check(result: Any) -> None:
+        assert all(r.ok for r in result.receipts), "transfers failed"
+
+    ours = Side("Chain.execute(mode='sequential'), memory store", prepare, check)
+    return Pair(
+        "sequential transfers: Chain.execute / bare unchecked loop (throughput)", ours,
+        bare_side(work), kind="speed", target=">= 0.5x", min_units=min_block, op="tx",
+    )  # fmt: skip
 
 
 # -- 4. block commit on RocksDB ----------------------------------------------------------
@@ -228,37 +252,68 @@ def synthetic_result(keys: int) -> BlockResult:
     )  # fmt: skip
 
 
-def rocksdb_commit(rounds: int, keys: int, workdir: Path) -> dict[str, float]:
+class _Fresh:
+    """One fresh database per repetition: the previous one is closed and removed first."""
+
+    def __init__(self, workdir: Path, side: str, stack: ExitStack) -> None:
+        self.workdir, self.side = workdir, side
+        self.numbers = count()
+        self.open: list[tuple[Path, Callable[[], object]]] = []
+        stack.callback(self.clear)
+
+    def path(self) -> Path:
+        self.clear()
+        return self.workdir / f"{self.side}-{next(self.numbers)}"
+
+    def keep(self, path: Path, close: Callable[[], object]) -> None:
+        self.open.append((path, close))
+
+    def clear(self) -> None:
+        for path, close in self.open:
+            close()
+            shutil.rmtree(path, ignore_errors=True)
+        self.open.clear()
+
+
+def rocksdb_commit(keys: int, workdir: Path, stack: ExitStack) -> Pair:
     from rocksdict import DBCompressionType, Options, Rdict, WriteBatch
 
     result = synthetic_result(keys)
     probe_key, probe_value = result.write_set[keys // 2]
-    counter = iter(range(10**9))
+    ours_dbs, raw_dbs = _Fresh(workdir, "ours", stack), _Fresh(workdir, "raw", stack)
 
-    def ours() -> float:
-        path = workdir / f"ours-{next(counter)}"
+    def ours_prepare(n: int) -> Callable[[], object]:
+        assert n == 1
+        path = ours_dbs.path()
         store = supervm.open_storage(f"rocksdb://{path}")
         chain = Chain(store, threads=1)
-        try:
-            start = time.perf_counter()
-            chain.commit(result)
-            elapsed = time.perf_counter() - start
-            assert chain.head() == (1, result.state_digest)
-            assert store.get(probe_key) == probe_value
-        finally:
+
+        def close() -> None:
             chain.close()
             store.close()
-            shutil.rmtree(path, ignore_errors=True)
-        return elapsed
 
-    def raw() -> float:
-        path = workdir / f"raw-{next(counter)}"
+        ours_dbs.keep(path, close)
+
+        def body() -> object:
+            chain.commit(result)
+            return chain
+
+        return body
+
+    def ours_check(chain: Any) -> None:
+        assert chain.head() == (1, result.state_digest)
+        assert chain.storage.get(probe_key) == probe_value
+
+    def raw_prepare(n: int) -> Callable[[], object]:
+        assert n == 1
+        path = raw_dbs.path()
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_compression_type(DBCompressionType.lz4())
         db = Rdict(str(path), options=options, column_families={"default": options})
-        try:
-            start = time.perf_counter()
+        raw_dbs.keep(path, db.close)
+
+        def body() -> object:
             # The same entries Chain.commit writes: the write set and the block's metadata.
             wb = WriteBatch(raw_mode=True)
             put = wb.put
@@ -266,75 +321,47 @@ def rocksdb_commit(rounds: int, keys: int, workdir: Path) -> dict[str, float]:
                 put(key, value)
             put(HEIGHT_KEY, struct.pack(">Q", 1))
             put(DIGEST_KEY, result.state_digest)
-            put(b"meta/block/" + struct.pack(">Q", 1), result.state_digest + result.receipts_root)
+            put(block_key(1), result.state_digest + result.receipts_root)
             db.write(wb)
-            elapsed = time.perf_counter() - start
-            assert db.get(probe_key) == probe_value
-        finally:
-            db.close()
-            shutil.rmtree(path, ignore_errors=True)
-        return elapsed
+            return db
 
-    times = best_of(rounds, {"raw": raw, "ours": ours})
-    return {
-        "ours_kps": keys / times["ours"],
-        "raw_kps": keys / times["raw"],
-        "ratio": times["raw"] / times["ours"],
-    }
+        return body
+
+    def raw_check(db: Any) -> None:
+        assert db.get(probe_key) == probe_value
+
+    return Pair(
+        f"RocksDB block commit of {keys:,} keys: Chain.commit / raw WriteBatch (throughput)",
+        Side("Chain.commit on a fresh RocksDB store", ours_prepare, ours_check),
+        Side("rocksdict WriteBatch on a fresh database", raw_prepare, raw_check),
+        kind="speed", target=">= 0.8x", units=1, ops_per_unit=keys, op="key",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--hash-calls", type=int, default=150)
+    parser.add_argument("--hash-calls", type=int, default=40)
     parser.add_argument("--hash-rounds", type=int, default=3000)
     parser.add_argument("--hot-accounts", type=int, default=4)
     parser.add_argument("--hot-transfers", type=int, default=5000)
-    parser.add_argument("--transfers", type=int, default=20000)
+    parser.add_argument("--transfers", type=int, default=20000, help="distinct transfers")
     parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--min-block", type=int, default=2000, help="least transfers per block")
     parser.add_argument("--commit-keys", type=int, default=20000)
+    add_arguments(parser, rounds=60, rep_ms=20.0, budget=20.0, processes=3)
     args = parser.parse_args(argv)
-
-    def say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    say(f"compute-heavy block ({args.hash_calls} calls x {args.hash_rounds} rounds)...")
-    heavy = compute_heavy(args.threads, args.rounds, args.hash_calls, args.hash_rounds)
-    say(f"hot-account transfers ({args.hot_transfers} over {args.hot_accounts} accounts)...")
-    hot = hot_accounts(args.threads, args.rounds, args.hot_transfers, args.hot_accounts)
-    say(f"sequential transfers ({args.transfers})...")
-    seq = sequential_transfers(args.rounds, args.transfers, args.accounts)
-    say(f"RocksDB commit ({args.commit_keys} keys)...")
-    with tempfile.TemporaryDirectory(prefix="supervm-bench-") as tmp:
-        commit = rocksdb_commit(args.rounds, args.commit_keys, Path(tmp))
-
-    own_how = "parallel" if heavy["own_parallel"] else "sequential"
-    rows = [
-        (f"compute-heavy block ({args.hash_calls} hash calls, {heavy['ms_per_call']:.2f} ms "
-         f"and {heavy['gas_per_call']:,.0f} gas each): parallel / sequential, Block-STM forced",
-         f"{heavy['forced']:.2f}x", ">= 1.6x"),
-        (f"same block, executor's own choice ({own_how})", f"{heavy['own']:.2f}x", "-"),
-        (f"hot accounts ({args.hot_transfers} transfers over {args.hot_accounts} accounts): "
-         f"parallel / sequential, executor's own choice once it knows the transfers "
-         f"({hot['own_how']})", f"{hot['own']:.2f}x", ">= 0.9x"),
-        (f"same block, first sight: executor's own choice with no gas history "
-         f"({hot['first_how']}, {hot['first_executions']:,} executions)",
-         f"{hot['first']:.2f}x", "-"),
-        (f"same block, Block-STM forced ({hot['forced_how']}, "
-         f"{hot['forced_executions']:,} executions)", f"{hot['forced']:.2f}x", "-"),
-        (f"sequential transfers through Chain.execute, memory store ({seq['chain_tps']:,.0f} "
-         f"tx/s) / bare unchecked loop ({seq['bare_tps']:,.0f} tx/s)",
-         f"{seq['ratio']:.2f}", ">= 0.5"),
-        (f"RocksDB block commit of {args.commit_keys:,} keys: Chain.commit "
-         f"({commit['ours_kps']:,.0f} keys/s) / raw WriteBatch ({commit['raw_kps']:,.0f} keys/s)",
-         f"{commit['ratio']:.2f}", ">= 0.8"),
-    ]  # fmt: skip
-    print(f"\nChain benchmark: {args.threads} threads, best of {args.rounds} rounds\n")
-    print("| measurement | ratio | target |")
-    print("| --- | --- | --- |")
-    for name, figure, target in rows:
-        print(f"| {name} | {figure} | {target} |")
+    session = Session("chain", "bench.chain", args, f"Chain, {args.threads} threads")
+    if not session.spawn(argv):
+        with ExitStack() as stack:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="supervm-bench-")))
+            say("setting up blocks")
+            pairs = compute_heavy(args.threads, args.hash_calls, args.hash_rounds, stack)
+            pairs += hot_accounts(args.threads, args.hot_transfers, args.hot_accounts, stack)
+            pairs.append(sequential_transfers(args.transfers, args.accounts, args.min_block, stack))
+            pairs.append(rocksdb_commit(args.commit_keys, tmp, stack))
+            session.run(pairs)
+    session.finish()
     return 0
 
 

@@ -1,16 +1,29 @@
-"""Storage benchmark: each operation through SuperVM versus the raw driver, in one run.
+"""Storage benchmark: each operation through SuperVM versus the raw driver.
 
-    python -m bench.storage [--backends rocksdb,lmdb] [--keys 20000] [--rounds 5]
+    python -m bench.storage [--backends rocksdb,lmdb] [--keys 20000] [--rounds 60]
+                            [--rep-ms 10] [--json storage.json]
 
-For every back end the same workload runs against a SuperVM store and against a
-database opened directly with the driver (same settings), alternating which
-goes first in each round. The figure per operation is the best round of each;
-the report is the ratio SuperVM time / raw time (1.00 = no overhead).
+For every back end a SuperVM store and a database opened directly with the
+driver (same settings, a directory or table of its own) are opened once and
+filled with the same keys (4-byte big-endian counters behind ``k``, 100-byte
+values; 20,000 keys for the embedded stores, a quarter for SQLite, a tenth for
+PostgreSQL). Then, per operation, repetitions of the same work on the two sides
+are interleaved and the figure is the median of the per-pair ratios SuperVM
+time / raw time (1.00 = no overhead), with its 95% confidence interval; see
+bench/harness.py for the method. ``--rounds`` is the number of interleaved
+pairs per operation (it used to be the number of best-of rounds).
+
+The operations, in the order measured (reads first, on the freshly filled
+stores; writes overwrite the same keys, so the stores keep their size):
+
+* get: point gets of the stored keys, in key order, cycling;
+* prefix scan: full scans of 3-byte prefixes, 256 keys each;
+* set: single puts overwriting stored keys, in key order, cycling;
+* batch set: atomic batches of 1,000 puts overwriting stored keys.
 
 "Raw" is the driver used idiomatically, opened with the options the SuperVM
 store opens with and running the same statements, so a ratio measures the
 wrapper (argument checks, error translation, locking, bookkeeping):
-
 * rocksdb: a rocksdict ``Rdict`` in raw mode, lz4 compression, the same options
   for the default column family; ``get``/``put``, a ``WriteBatch`` applied with
   ``write``, and ``items(from_key=prefix)`` bounded by an iterate upper bound.
@@ -38,19 +51,18 @@ wrapper (argument checks, error translation, locking, bookkeeping):
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import supervm
+from bench.harness import Cycle, Pair, Session, Side, add_arguments, say
 from supervm.storage import Storage, prefix_upper_bound
 
 OPERATIONS = ("get", "set", "batch set", "prefix scan")
@@ -259,6 +271,8 @@ class Workload:
     keys: list[bytes]
     value: bytes
     prefixes: list[bytes]
+    #: keys under each prefix
+    counts: dict[bytes, int]
 
     @classmethod
     def make(cls, count: int) -> Workload:
@@ -266,45 +280,100 @@ class Workload:
         keys = [b"k" + i.to_bytes(4, "big") for i in range(count)]
         groups = sorted({key[:4] for key in keys})
         step = max(1, len(groups) // 32)
-        return cls(keys, b"v" * 100, groups[::step])
+        prefixes = groups[::step]
+        counts = {p: sum(1 for k in keys if k.startswith(p)) for p in prefixes}
+        return cls(keys, b"v" * 100, prefixes, counts)
 
 
-def run_ops(target: Target, work: Workload) -> dict[str, float]:
-    """Seconds per operation kind on one target."""
-    timings: dict[str, float] = {}
-    keys, value = work.keys, work.value
-    put = target.set
-    start = time.perf_counter()
-    for key in keys:
-        put(key, value)
-    timings["set"] = time.perf_counter() - start
+def get_side(label: str, target: Target, work: Workload) -> Side:
+    cycle, get = Cycle(work.keys), target.get
 
-    get = target.get
-    start = time.perf_counter()
-    for key in keys:
-        get(key)
-    timings["get"] = time.perf_counter() - start
+    def prepare(n: int) -> Callable[[], object]:
+        keys = cycle.take(n)
 
-    chunks = [
-        [(k, value) for k in keys[i : i + BATCH_SIZE]] for i in range(0, len(keys), BATCH_SIZE)
-    ]
-    batch = target.batch
-    start = time.perf_counter()
-    for chunk in chunks:
-        batch(chunk)
-    timings["batch set"] = time.perf_counter() - start
+        def body() -> None:
+            for key in keys:
+                get(key)
 
-    scan = target.scan
-    start = time.perf_counter()
-    seen = 0
-    for prefix in work.prefixes:
-        for _ in scan(prefix):
-            seen += 1
-    timings["prefix scan"] = time.perf_counter() - start
-    expected = sum(1 for k in keys for p in work.prefixes if k.startswith(p))
-    if seen != expected:
-        raise AssertionError(f"scan saw {seen} pairs, expected {expected}")
-    return timings
+        return body
+
+    return Side(label, prepare)
+
+
+def set_side(label: str, target: Target, work: Workload) -> Side:
+    cycle, put, value = Cycle(work.keys), target.set, work.value
+
+    def prepare(n: int) -> Callable[[], object]:
+        keys = cycle.take(n)
+
+        def body() -> None:
+            for key in keys:
+                put(key, value)
+
+        return body
+
+    return Side(label, prepare)
+
+
+def batch_side(label: str, target: Target, work: Workload) -> Side:
+    cycle, batch, value = Cycle(work.keys), target.batch, work.value
+
+    def prepare(n: int) -> Callable[[], object]:
+        chunks = [[(key, value) for key in cycle.take(BATCH_SIZE)] for _ in range(n)]
+
+        def body() -> None:
+            for chunk in chunks:
+                batch(chunk)
+
+        return body
+
+    return Side(label, prepare)
+
+
+def scan_side(label: str, target: Target, work: Workload) -> Side:
+    cycle, scan = Cycle(work.prefixes), target.scan
+
+    def prepare(n: int) -> Callable[[], object]:
+        prefixes = cycle.take(n)
+        expected = sum(work.counts[p] for p in prefixes)
+
+        def body() -> tuple[int, int]:
+            seen = 0
+            for prefix in prefixes:
+                for _ in scan(prefix):
+                    seen += 1
+            return seen, expected
+
+        return body
+
+    def check(out: tuple[int, int]) -> None:
+        if out[0] != out[1]:
+            raise AssertionError(f"{label}: scan saw {out[0]} pairs, expected {out[1]}")
+
+    return Side(label, prepare, check)
+
+
+SIDES: dict[str, Callable[[str, Target, Workload], Side]] = {
+    "get": get_side,
+    "prefix scan": scan_side,
+    "set": set_side,
+    "batch set": batch_side,
+}
+UNITS = {
+    "get": ("get", 1),
+    "prefix scan": ("scan", 1),
+    "set": ("set", 1),
+    "batch set": ("key", BATCH_SIZE),
+}
+
+
+def fill(target: Target, work: Workload) -> None:
+    """Store every key (untimed) and check a few come back."""
+    for i in range(0, len(work.keys), BATCH_SIZE):
+        target.batch([(key, work.value) for key in work.keys[i : i + BATCH_SIZE]])
+    for key in work.keys[:: max(1, len(work.keys) // 10)]:
+        if target.get(key) != work.value:
+            raise AssertionError(f"{key!r} did not come back")
 
 
 @dataclass
@@ -351,66 +420,85 @@ def backends(pg_url: str, keys: int) -> list[Backend]:
     ]
 
 
-def bench_backend(backend: Backend, rounds: int, workdir: Path) -> dict[str, float]:
-    """Best-of-rounds ratio (SuperVM / raw) per operation."""
+def open_backend(backend: Backend, workdir: Path, stack: ExitStack) -> list[Pair]:
+    """Open and fill both stores of a back end; the pairs of its four operations."""
     work = Workload.make(backend.keys)
-    best: dict[str, dict[str, float]] = {"ours": {}, "raw": {}}
-    for round_no in range(rounds):
-        order = ("raw", "ours") if round_no % 2 == 0 else ("ours", "raw")
-        for side in order:
-            path = workdir / f"{backend.name}-{side}-{round_no}"
-            target = (backend.ours if side == "ours" else backend.raw)(str(path))
-            gc.collect()
-            try:
-                timings = run_ops(target, work)
-            finally:
-                target.close()
-                shutil.rmtree(path, ignore_errors=True)
-            for op, seconds in timings.items():
-                best[side][op] = min(best[side].get(op, seconds), seconds)
-    return {op: best["ours"][op] / best["raw"][op] for op in OPERATIONS} | {
-        f"raw {op} ops/s": len(work.keys) / best["raw"][op] for op in OPERATIONS
-    }
+    ours = backend.ours(str(workdir / f"{backend.name}-ours"))
+    stack.callback(ours.close)
+    raw = backend.raw(str(workdir / f"{backend.name}-raw"))
+    stack.callback(raw.close)
+    fill(ours, work)
+    fill(raw, work)
+    pairs = []
+    for op, make in SIDES.items():
+        unit, per = UNITS[op]
+        pairs.append(Pair(
+            f"{backend.name} {op}", make("SuperVM store", ours, work),
+            make("raw driver", raw, work), kind="time", target="<= 1.15",
+            ops_per_unit=per, op=unit,
+        ))  # fmt: skip
+    return pairs
+
+
+def summary(session: Session, names: list[str]) -> str:
+    """The ratios as a back end x operation matrix, and the raw per-operation times."""
+    by_name = {r.name: r for r in session.results}
+    header = "| back end | " + " | ".join(OPERATIONS) + " |"
+    rule = "|" + " --- |" * (len(OPERATIONS) + 1)
+    lines = [
+        "SuperVM time / raw driver time, median [95% CI] (1.00 = no overhead; target <= 1.15)\n",
+        header,
+        rule,
+    ]
+    for name in names:
+        cells = []
+        for op in OPERATIONS:
+            r = by_name.get(f"{name} {op}")
+            cells.append("-" if r is None else f"{r.median:.2f} [{r.spread}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Raw driver rates in the same run (ops/s; scan: keys/s)", "", header, rule]
+    for name in names:
+        cells = []
+        for op in OPERATIONS:
+            r = by_name.get(f"{name} {op}")
+            if r is None:
+                cells.append("-")
+                continue
+            per_key = r.raw_ns_per_op / (256 if op == "prefix scan" else 1)
+            cells.append(f"{1e9 / per_key:,.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    worst = max(session.results, key=lambda r: r.median)
+    lines.append(f"\nworst ratio: {worst.median:.2f} ({worst.name})")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="rocksdb,leveldb,lmdb,sqlite,postgresql")
     parser.add_argument("--keys", type=int, default=20000, help="keys per embedded back end")
-    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--postgres-url", default=os.environ.get("SUPERVM_TEST_POSTGRES_URL", PG_DEFAULT)
     )
+    add_arguments(parser, rounds=300, rep_ms=1.0, budget=8.0, processes=4)
     args = parser.parse_args(argv)
     wanted = args.backends.split(",")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="supervm-bench-") as tmp:
-        for backend in backends(args.postgres_url, args.keys):
-            if backend.name not in wanted:
-                continue
-            print(
-                f"benchmarking {backend.name} ({backend.keys} keys x {args.rounds} rounds)...",
-                file=sys.stderr,
-                flush=True,
-            )
-            rows.append((backend.name, bench_backend(backend, args.rounds, Path(tmp))))
-    header = "| back end | " + " | ".join(OPERATIONS) + " |"
-    print("\nSuperVM time / raw driver time (1.00 = no overhead; target <= 1.15)\n")
-    print(header)
-    print("|" + " --- |" * (len(OPERATIONS) + 1))
-    for name, result in rows:
-        print(f"| {name} | " + " | ".join(f"{result[op]:.2f}" for op in OPERATIONS) + " |")
-    print("\nRaw driver rates in the same run (ops/s; scan = keys scanned/s over the key count)\n")
-    print(header)
-    print("|" + " --- |" * (len(OPERATIONS) + 1))
-    for name, result in rows:
+    session = Session("storage", "bench.storage", args, "Storage: SuperVM / raw driver")
+    if not session.spawn(argv):
+        pairs: list[Pair] = []
+        with tempfile.TemporaryDirectory(prefix="supervm-bench-") as tmp, ExitStack() as stack:
+            for backend in backends(args.postgres_url, args.keys):
+                if backend.name in wanted:
+                    say(f"opening and filling {backend.name} ({backend.keys:,} keys)")
+                    pairs += open_backend(backend, Path(tmp), stack)
+            session.run(pairs)
+    if session.finish():
+        print()
         print(
-            f"| {name} | "
-            + " | ".join(f"{result[f'raw {op} ops/s']:,.0f}" for op in OPERATIONS)
-            + " |"
+            summary(
+                session,
+                [n for n in wanted if any(r.name.startswith(n + " ") for r in session.results)],
+            )
         )
-    worst = max((result[op], name, op) for name, result in rows for op in OPERATIONS)
-    print(f"\nworst ratio: {worst[0]:.2f} ({worst[1]} {worst[2]})")
     return 0
 
 

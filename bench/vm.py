@@ -1,78 +1,104 @@
 """VM benchmark: the full runtime against a bare unchecked loop, and fast vs public calls.
 
-    python -m bench.vm [--transfers 20000] [--rounds 5]
+    python -m bench.vm [--transfers 20000] [--accounts 1000] [--rounds 200] [--rep-ms 2]
+                       [--json vm.json]
 
-1. Token transfers (examples/contracts/token.wasm) through ``Runtime.call`` on the
-   memory store -- gas metered, read and write sets recorded, memory and globals
-   restored before every call, writes committed -- against a bare loop calling
-   the same compiled contract through ``wasmtime_func_call_unchecked`` with
-   minimal host functions over a plain dict (fuel set per call, nothing else).
-2. One call into wasm and one host call: the fast (unchecked C-API) path against
-   wasmtime-py's public API.
+1. Token transfers through ``Runtime.call`` on the memory store -- gas metered,
+   read and write sets recorded, memory and globals restored before every call,
+   writes committed -- against a bare loop calling the same compiled contract
+   through ``wasmtime_func_call_unchecked`` with minimal host functions over a
+   plain dict (fuel set per call, nothing else). The contract, the accounts, the
+   mint and the transfers come from ``supervm.chain.workload`` (``--transfers``
+   random transfers among ``--accounts`` accounts, none oversized, so every one
+   succeeds), cycled through in the same order on both sides. Figure: Runtime
+   throughput / bare-loop throughput.
+2. One call into wasm and one host call (a method making 1,000 host calls; the
+   figure is per host call): the fast path's primitive (set fuel,
+   ``wasmtime_func_call_unchecked``, read fuel) against wasmtime-py's public API
+   (``Func.__call__`` on one store and instance). Figure: speed-up of fast over
+   public.
+3. ``FastPath.call`` of an empty method (instance reset, metering, outcome)
+   against the bare primitive of 2. Figure: time ratio; its per-call time is the
+   call path's fixed cost.
 
-Figures are best-of-rounds in one process; the report gives ratios.
+Measured with bench/harness.py: repetitions of each side interleaved in pairs
+(``--rounds`` pairs per comparison, each repetition about ``--rep-ms`` ms), the
+figure being the median of the per-pair ratios with its 95% confidence interval.
+``--rounds`` used to be the number of best-of rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import struct
 import sys
-import time
 from collections.abc import Callable
 from ctypes import addressof, c_uint64, c_void_p
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from bench.harness import Cycle, Pair, Session, Side, add_arguments, say
+from supervm.chain import workload
 from supervm.memory import MemoryStorage
 from supervm.vm import Runtime
 from supervm.vm._capi import RAW, RAW_CALLBACK, keep_alive
 from supervm.vm.abi import Limits
 from supervm.vm.engine import make_engine
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = (ROOT / "examples" / "contracts" / "token.wasm").read_bytes()
-GAS = 1_000_000
+#: Seed of the workload's transfers.
+WORKLOAD_SEED = 1
 
 
-def accounts(count: int) -> list[bytes]:
-    return [i.to_bytes(4, "big") * 5 for i in range(1, count + 1)]
+@dataclass(frozen=True)
+class Transfers:
+    """The workload: token code, accounts, and transfers as (sender, input, gas) triples."""
 
+    code: bytes
+    users: list[bytes]
+    txs: list[tuple[bytes, bytes, int]]
 
-def transfers(count: int, users: list[bytes]) -> list[tuple[bytes, bytes]]:
-    """(sender, input) pairs: each user sends 1 unit to the next one."""
-    out = []
-    for i in range(count):
-        sender = users[i % len(users)]
-        to = users[(i * 7 + 1) % len(users)]
-        if to == sender:
-            to = users[(i + 1) % len(users)]
-        out.append((sender, to + struct.pack("<Q", 1)))
-    return out
+    @classmethod
+    def make(cls, count: int, accounts: int, token: bytes = b"\0" * 20) -> Transfers:
+        users = workload.accounts(accounts)
+        txs = workload.transfers(token, users, count, WORKLOAD_SEED, oversized=0.0)
+        return cls(workload.token_code(), users, [(t.sender, t.input, t.gas_limit) for t in txs])
+
+    def mints(self, token: bytes) -> list[tuple[bytes, bytes]]:
+        """(sender, input) of the mint to every account, as the workload's mint block has it."""
+        block = workload.mint_block(1, token, self.users)
+        return [(tx.sender, tx.input) for tx in block.transactions]
 
 
 # -- 1a. the full runtime ---------------------------------------------------------------
 
 
-def full_runtime(txs: list[tuple[bytes, bytes]], users: list[bytes]) -> float:
+def runtime_side(work: Transfers) -> Side:
+    """Transfers through ``Runtime.call`` on a memory store."""
     runtime = Runtime(MemoryStorage())
-    token = runtime.deploy(TOKEN)
-    minter = users[0]
-    for user in users:
-        receipt = runtime.call(token, "mint", user + struct.pack("<Q", 10**9), sender=minter)
+    token = runtime.deploy(work.code)
+    for sender, data in work.mints(token):
+        receipt = runtime.call(token, "mint", data, sender=sender)
         assert receipt.ok, receipt
-    call = runtime.call
-    start = time.perf_counter()
-    for sender, data in txs:
-        call(token, "transfer", data, sender=sender, gas_limit=GAS)
-    elapsed = time.perf_counter() - start
-    last = call(token, "transfer", txs[0][1], sender=txs[0][0], gas_limit=GAS)
-    assert last.ok, last
-    return elapsed
+    call, cycle = runtime.call, Cycle(work.txs)
+
+    def prepare(n: int) -> Callable[[], object]:
+        txs = cycle.take(n)
+
+        def body() -> object:
+            receipt = None
+            for sender, data, gas in txs:
+                receipt = call(token, "transfer", data, sender=sender, gas_limit=gas)
+            return receipt
+
+        return body
+
+    def check(receipt: Any) -> None:
+        assert receipt.ok, receipt
+
+    return Side("Runtime.call (gas, read/write sets, reset, commit)", prepare, check)
 
 
 # -- 1b. the bare loop --------------------------------------------------------------------
@@ -81,7 +107,7 @@ def full_runtime(txs: list[tuple[bytes, bytes]], users: list[bytes]) -> float:
 class BareLoop:
     """The token contract on the unchecked path with dict-backed host functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, code: bytes) -> None:
         self.engine = make_engine(Limits())
         self.linker = wasmtime.Linker(self.engine)
         self.state: dict[bytes, bytes] = {}
@@ -89,7 +115,7 @@ class BareLoop:
         self.input = b""
         self.sender = b""
         self.base = 0
-        module = wasmtime.Module(self.engine, TOKEN)
+        module = wasmtime.Module(self.engine, code)
         self._define_all()
         pre = self.linker.instantiate_pre(module)
         self.store = RAW.store_new(addressof(self.engine.ptr().contents), None, None)
@@ -177,6 +203,9 @@ class BareLoop:
         def noop(args: int) -> int:
             return 0
 
+        def revert(args: int) -> int:  # the bare loop expects no reverts: trap
+            raise RuntimeError("revert")
+
         self._define("read_register", "i32", "", read_register)
         self._define("input", "", "i32", lambda args: put(args, self.input))
         self._define("caller", "", "i32", lambda args: put(args, self.sender))
@@ -185,11 +214,11 @@ class BareLoop:
         self._define("storage_delete", "i32 i32", "", storage_delete)
         self._define("emit_event", "i32 i32 i32 i32", "", noop)
         self._define("return_data", "i32 i32", "", noop)
-        self._define("revert", "i32 i32", "", lambda args: 1 / 0)
+        self._define("revert", "i32 i32", "", revert)
 
-    def call(self, method: str, sender: bytes, data: bytes) -> bool:
+    def call(self, method: str, sender: bytes, data: bytes, gas: int) -> bool:
         self.sender, self.input = sender, data
-        RAW.context_set_fuel(self.ctx, GAS)
+        RAW.context_set_fuel(self.ctx, gas)
         err = RAW.func_call_unchecked(
             self.ctx, self.funcs[method], addressof(self.args), 1, addressof(self.trap)
         )
@@ -197,17 +226,28 @@ class BareLoop:
         return not err and not self.trap.value
 
 
-def bare_loop(txs: list[tuple[bytes, bytes]], users: list[bytes]) -> float:
-    bare = BareLoop()
-    for user in users:
-        assert bare.call("mint", users[0], user + struct.pack("<Q", 10**9))
-    call = bare.call
-    start = time.perf_counter()
-    for sender, data in txs:
-        call("transfer", sender, data)
-    elapsed = time.perf_counter() - start
-    assert bare.call("transfer", txs[0][0], txs[0][1])
-    return elapsed
+def bare_side(work: Transfers) -> Side:
+    """The same transfers through the bare unchecked loop over a dict."""
+    bare = BareLoop(work.code)
+    for sender, data in work.mints(b"\0" * 20):
+        assert bare.call("mint", sender, data, workload.TRANSFER_GAS)
+    call, cycle = bare.call, Cycle(work.txs)
+
+    def prepare(n: int) -> Callable[[], object]:
+        txs = cycle.take(n)
+
+        def body() -> object:
+            ok = True
+            for sender, data, gas in txs:
+                ok = call("transfer", sender, data, gas)
+            return ok
+
+        return body
+
+    def check(ok: Any) -> None:
+        assert ok, "bare transfer failed"
+
+    return Side("bare unchecked loop, dict state", prepare, check)
 
 
 # -- 2. fast vs public -------------------------------------------------------------------
@@ -228,103 +268,124 @@ MICRO = bytes(
 )
 
 
-def per_call(runtime: Runtime, method: str, count: int) -> float:
-    """Seconds per call of ``method`` straight through the runtime's call path."""
-    address = runtime.deploy(MICRO)
-    contract = runtime._contract(address)
-    assert contract is not None
-    path = runtime.path
-    host = path.new_host(
-        view=MemoryStorage(), namespace=b"c" + address, address=address, sender=b"s",
-        input=b"", block_height=1, block_timestamp=1, limits=runtime.limits,
-    )  # fmt: skip
-    if path.name == "public":
-        # The public path's own primitive: one store, one instance, Func.__call__.
-        store = wasmtime.Store(runtime.engine)
-        instance = path.linker.instantiate(store, contract.module)  # type: ignore[union-attr]
-        func: Any = instance.exports(store)[method]
-        host.store, host.memory = store, instance.exports(store)["memory"]  # type: ignore[attr-defined]
-        path._local.host = host  # type: ignore[union-attr]
-        store.set_fuel(10**12)
-        start = time.perf_counter()
-        for _ in range(count):
-            func(store)
-        return (time.perf_counter() - start) / count
-    # The fast path's primitive: set fuel, wasmtime_func_call_unchecked, read fuel.
-    path.call(contract, method, host, 10**9)  # instantiate
-    instance = path._instance(contract)  # type: ignore[union-attr]
-    func = instance.func(method)
-    ctx, args, trap = instance.ctx, instance.args_addr, instance.trap_addr
-    fuel_addr = instance.fuel_addr
-    call, set_fuel, get_fuel = RAW.func_call_unchecked, RAW.context_set_fuel, RAW.context_get_fuel
-    import supervm.vm.fast_path as fast_module
-
-    fast_module._current.host = host
-    start = time.perf_counter()
-    for _ in range(count):
-        set_fuel(ctx, 10**9)
-        call(ctx, func, args, 1, trap)
-        get_fuel(ctx, fuel_addr)
-    elapsed = (time.perf_counter() - start) / count
-    fast_module._current.host = None
-    return elapsed
-
-
-def full_call_overhead(runtime: Runtime, count: int) -> float:
-    """Seconds per ``FastPath.call`` of an empty method: instance reset, metering, outcome."""
+def _micro(runtime: Runtime) -> tuple[Any, Any]:
+    """The micro contract compiled in ``runtime``, and a host for calling it."""
     address = runtime.deploy(MICRO)
     contract = runtime._contract(address)
     assert contract is not None
     host = runtime.path.new_host(
-        view=MemoryStorage(), namespace=b"c" + address, address=address, sender=b"s",
-        input=b"", block_height=1, block_timestamp=1, limits=runtime.limits,
+        MemoryStorage(), b"c" + address, address, b"s", b"", 1, 1, runtime.limits
+    )
+    return contract, host
+
+
+def _current_host_slot(runtime: Runtime) -> Any:
+    """The thread-local the fast path's host functions find the current host in."""
+    return sys.modules[type(runtime.path).__module__]._current
+
+
+def fast_primitive_side(runtime: Runtime, method: str) -> Side:
+    """The fast path's primitive: set fuel, ``wasmtime_func_call_unchecked``, read fuel."""
+    contract, host = _micro(runtime)
+    path: Any = runtime.path
+    path.call(contract, method, host, 10**9)  # instantiate
+    instance = path._instance(contract)
+    func = instance.func(method)
+    ctx, args, trap, fuel_addr = (
+        instance.ctx, instance.args_addr, instance.trap_addr, instance.fuel_addr,
     )  # fmt: skip
+    call, set_fuel, get_fuel = RAW.func_call_unchecked, RAW.context_set_fuel, RAW.context_get_fuel
+    slot = _current_host_slot(runtime)
+
+    def prepare(n: int) -> Callable[[], object]:
+        slot.host = host  # FastPath.call clears it after each call it makes
+
+        def body() -> object:
+            err = 0
+            for _ in range(n):
+                set_fuel(ctx, 10**9)
+                err = call(ctx, func, args, 1, trap)
+                get_fuel(ctx, fuel_addr)
+            return err
+
+        return body
+
+    def check(err: Any) -> None:
+        assert not err and not instance.trap.value, "fast call failed"
+
+    return Side("fast path: set fuel, wasmtime_func_call_unchecked, read fuel", prepare, check)
+
+
+def public_side(runtime: Runtime, method: str) -> Side:
+    """The public path's primitive: one store, one instance, ``Func.__call__``."""
+    contract, host = _micro(runtime)
+    path: Any = runtime.path
+    store = wasmtime.Store(runtime.engine)
+    instance = path.linker.instantiate(store, contract.module)
+    func: Any = instance.exports(store)[method]
+    host.store, host.memory = store, instance.exports(store)["memory"]
+    store.set_fuel(10**15)
+
+    def prepare(n: int) -> Callable[[], object]:
+        path._local.host = host
+
+        def body() -> None:
+            for _ in range(n):
+                func(store)
+
+        return body
+
+    return Side("public API: Func.__call__", prepare)
+
+
+# -- 3. FastPath.call -----------------------------------------------------------------
+
+
+def fast_call_side(runtime: Runtime) -> Side:
+    """``FastPath.call`` of the empty method: instance reset, metering, outcome."""
+    contract, host = _micro(runtime)
     call = runtime.path.call
-    start = time.perf_counter()
-    for _ in range(count):
-        call(contract, "noop", host, 10**9)
-    return (time.perf_counter() - start) / count
+
+    def prepare(n: int) -> Callable[[], object]:
+        def body() -> object:
+            outcome = None
+            for _ in range(n):
+                outcome = call(contract, "noop", host, 10**9)
+            return outcome
+
+        return body
+
+    def check(outcome: Any) -> None:
+        assert outcome is not None and outcome[1] is None, outcome  # no trap
+
+    return Side("FastPath.call (reset memory and globals, metering, outcome)", prepare, check)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--transfers", type=int, default=20000)
+    parser.add_argument("--transfers", type=int, default=20000, help="distinct transfers")
     parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
+    add_arguments(parser, rounds=400, rep_ms=2.0, budget=12.0, processes=10)
     args = parser.parse_args(argv)
-    users = accounts(args.accounts)
-    txs = transfers(args.transfers, users)
-    full = bare = float("inf")
-    for _ in range(args.rounds):
-        bare = min(bare, bare_loop(txs, users))
-        full = min(full, full_runtime(txs, users))
-    n = len(txs)
-    print("Token transfers (memory store)\n")
-    print("| path | tx/s |")
-    print("| --- | --- |")
-    print(f"| bare unchecked loop, dict state | {n / bare:,.0f} |")
-    print(f"| Runtime.call (gas, read/write sets, reset, commit) | {n / full:,.0f} |")
-    print(f"\nfull path / bare loop: {bare / full:.2f} (target >= 0.6)\n")
-
-    fast_rt, public_rt = Runtime(fast=True), Runtime(fast=False)
-    results = {}
-    cases = (("call into wasm", "noop", 20000), ("host call", "host_calls", 300))
-    for name, method, count in cases:
-        fast = min(per_call(fast_rt, method, count) for _ in range(args.rounds))
-        public = min(per_call(public_rt, method, count) for _ in range(args.rounds))
-        if method == "host_calls":
-            fast, public = fast / 1000, public / 1000
-        results[name] = (fast, public)
-    print("| operation | fast path (us) | public API (us) | speed-up |")
-    print("| --- | --- | --- | --- |")
-    for name, (fast, public) in results.items():
-        print(f"| {name} | {fast * 1e6:.2f} | {public * 1e6:.2f} | {public / fast:.1f}x |")
-    print("\n(target: fast path >= 5x faster)")
-    overhead = min(full_call_overhead(fast_rt, 20000) for _ in range(args.rounds))
-    print(
-        f"\nFastPath.call of an empty method (reset memory and globals, metering): "
-        f"{overhead * 1e6:.2f} us"
-    )
+    session = Session("vm", "bench.vm", args, "VM")
+    if not session.spawn(argv):
+        say(f"token transfers ({args.transfers:,} among {args.accounts:,} accounts)")
+        work = Transfers.make(args.transfers, args.accounts)
+        fast_rt, public_rt = Runtime(fast=True), Runtime(fast=False)
+        session.run([
+            Pair("token transfers: Runtime.call / bare unchecked loop (throughput)",
+                 runtime_side(work), bare_side(work), kind="speed", target=">= 0.6x", op="tx"),
+            Pair("call into wasm: fast path / public API (speed-up)",
+                 fast_primitive_side(fast_rt, "noop"), public_side(public_rt, "noop"),
+                 kind="speed", target=">= 5x", op="call"),
+            Pair("host call: fast path / public API (speed-up)",
+                 fast_primitive_side(fast_rt, "host_calls"), public_side(public_rt, "host_calls"),
+                 kind="speed", target=">= 5x", ops_per_unit=1000, op="host call"),
+            Pair("FastPath.call of an empty method / bare unchecked call (time)",
+                 fast_call_side(fast_rt), fast_primitive_side(fast_rt, "noop"), kind="time",
+                 op="call"),
+        ])  # fmt: skip
+    session.finish()
     return 0
 
 
