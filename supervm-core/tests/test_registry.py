@@ -148,3 +148,31 @@ def test_every_hook_is_documented() -> None:
     assert hooks, "no hook specifications found"
     for name in hooks:
         assert f"### `{name}(" in text, f"hook {name} is not documented in docs/plugins.md"
+
+
+def test_open_storage_without_create() -> None:
+    assert supervm.StoreNotFoundError.__mro__[1] is supervm.StorageError
+    with supervm.open_storage("memory://", create=False) as store:
+        assert isinstance(store, MemoryStorage)
+    with supervm.open_storage("memory://?create=false") as store:
+        assert list(store.scan()) == []
+    with pytest.raises(InvalidURLError, match="create"):
+        supervm.open_storage("memory://?create=perhaps")
+
+
+def test_create_false_reaches_the_back_end_as_an_option(cleanup_schemes: list[str]) -> None:
+    seen: list[dict[str, str]] = []
+
+    class Recording(MemoryStorage):
+        schemes = ("recording",)
+
+        @classmethod
+        def from_url(cls, url: supervm.StorageURL) -> Recording:
+            seen.append(dict(url.options))
+            return cls()
+
+    register_backend("recording", Recording)
+    cleanup_schemes.append("recording")
+    supervm.open_storage("recording://?create=true", create=False).close()
+    supervm.open_storage("recording://").close()
+    assert seen == [{"create": "false"}, {}]

@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-from supervm.testing import StorageConformance
+from supervm.testing import FileStorageConformance, StorageConformance
+from supervm_leveldb import LevelDBStorage
 
 
-class TestLevelDBConformance(StorageConformance):
+class TestLevelDBConformance(StorageConformance, FileStorageConformance):
     """Default options: snappy compression, asynchronous writes."""
 
     def storage_url(self, workdir: Path) -> str:
         return f"leveldb://{quote(str(workdir))}"
+
+    def make_storage(self, workdir: Path, *, create: bool = True) -> LevelDBStorage:
+        return LevelDBStorage(workdir, create=create)
 
 
 class TestLevelDBSyncUncompressedConformance(StorageConformance):
@@ -22,3 +26,6 @@ class TestLevelDBSyncUncompressedConformance(StorageConformance):
 
     def storage_url(self, workdir: Path) -> str:
         return f"leveldb://{quote(str(workdir))}?sync=true&compression=none"
+
+    def make_storage(self, workdir: Path, *, create: bool = True) -> LevelDBStorage:
+        return LevelDBStorage(workdir, sync=True, compression="none", create=create)

@@ -1,8 +1,11 @@
-"""LMDB-specific behaviour: map growth, the key-size limit, URL options, locking."""
+"""LMDB-specific behaviour: map growth, the key-size limit, URL options, closing.
+
+What every store in files shares (paths, create=false, locking) is checked by the
+conformance kit in test_conformance.py.
+"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -19,9 +22,7 @@ from supervm.errors import (
     KeyTooLargeError,
     StorageClosedError,
     StorageError,
-    StorageLockedError,
 )
-from supervm.registry import available_backends
 from supervm_lmdb import MAX_KEY_SIZE, LMDBStorage
 
 SMALL_MAP = 64 << 10
@@ -281,19 +282,6 @@ def test_too_long_key_is_refused_before_anything_is_written(tiny: LMDBStorage) -
     assert list(tiny.scan()) == [(b"x" * 511, b"fits")]
 
 
-# -- values -----------------------------------------------------------------
-
-
-def test_empty_value_differs_from_missing_after_reopen(tiny: LMDBStorage, tiny_url: str) -> None:
-    tiny.set(b"empty", b"")
-    tiny.write_batch([(b"also", b"")])
-    tiny.close()
-    with reopen(tiny_url) as again:
-        assert again.get(b"empty") == b""
-        assert again.get(b"also") == b""
-        assert again.get(b"missing") is None
-
-
 # -- URL options ----------------------------------------------------------------
 
 
@@ -338,75 +326,6 @@ def test_unknown_option_message_lists_the_accepted_ones(tmp_path: Path) -> None:
         open_storage(f"lmdb://{tmp_path}/db?cache=1")
 
 
-def test_url_needs_a_path() -> None:
-    with pytest.raises(InvalidURLError):
-        open_storage("lmdb://")
-    with pytest.raises(InvalidURLError):
-        open_storage("lmdb:///")
-
-
-def test_relative_path_is_relative_to_the_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    with open_storage("lmdb://rel/dir") as store:
-        store.set(b"k", b"v")
-    assert (tmp_path / "rel" / "dir" / "data.mdb").is_file()
-    with open_storage(f"lmdb://{tmp_path}/rel/dir") as store:
-        assert store.get(b"k") == b"v"
-
-
-def test_nested_missing_directories_are_created(tmp_path: Path) -> None:
-    with open_storage(f"lmdb://{tmp_path}/one/two/three") as store:
-        store.set(b"k", b"v")
-    assert (tmp_path / "one" / "two" / "three" / "data.mdb").is_file()
-
-
-# -- opening ------------------------------------------------------------------------
-
-
-def test_open_storage_finds_the_back_end(tmp_path: Path) -> None:
-    info = available_backends()["lmdb"]
-    assert info.target == "supervm_lmdb:LMDBStorage"
-    assert info.load() is LMDBStorage
-    with open_storage(f"lmdb://{tmp_path}/db") as store:
-        assert type(store) is LMDBStorage
-        assert store.capabilities.persistent
-        assert store.capabilities.snapshots
-    assert LMDBStorage.schemes == ("lmdb",)
-    assert LMDBStorage.url_form.startswith("lmdb:///")
-
-
-def test_second_handle_in_one_process_is_locked_out(tmp_path: Path) -> None:
-    url = f"lmdb://{tmp_path}/db"
-    with open_storage(url) as store:
-        store.set(b"k", b"v")
-        with pytest.raises(StorageLockedError, match="already open") as info:
-            open_storage(url)
-        assert isinstance(info.value.original, lmdb.Error)
-        assert isinstance(info.value.__cause__, lmdb.Error)
-    with open_storage(url) as store:
-        assert store.get(b"k") == b"v"
-
-
-def test_path_that_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
-    path = tmp_path / "file"
-    path.write_bytes(b"not a directory")
-    with pytest.raises(StorageError) as info:
-        open_storage(f"lmdb://{path}")
-    assert not isinstance(info.value, StorageLockedError)
-    assert info.value.original is not None
-    assert info.value.__cause__ is info.value.original
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_unwritable_directory_is_a_storage_error(tmp_path: Path) -> None:
-    locked = tmp_path / "ro"
-    locked.mkdir(mode=0o500)
-    with pytest.raises(StorageError):
-        open_storage(f"lmdb://{locked}/db")
-
-
 # -- lifecycle -----------------------------------------------------------------------
 
 
@@ -419,36 +338,6 @@ def test_scan_interrupted_by_close_raises_closed(tiny: LMDBStorage) -> None:
         next(it)
     with pytest.raises(StorageClosedError):
         _ = tiny.map_size
-
-
-def test_snapshot_after_close_raises_closed(tiny: LMDBStorage) -> None:
-    tiny.set(b"k", b"v")
-    snap = tiny.snapshot()
-    tiny.close()
-    with pytest.raises(StorageClosedError):
-        snap.get(b"k")
-    snap.close()
-    with pytest.raises(StorageClosedError):
-        tiny.snapshot()
-
-
-def test_closed_snapshot_refuses_reads(tiny: LMDBStorage) -> None:
-    snap = tiny.snapshot()
-    snap.close()
-    snap.close()
-    with pytest.raises(StorageClosedError):
-        snap.get(b"k")
-    with pytest.raises(StorageClosedError):
-        list(snap.scan())
-
-
-def test_batch_cannot_be_committed_twice(tiny: LMDBStorage) -> None:
-    batch = tiny.batch()
-    batch.set(b"k", b"v")
-    batch.commit()
-    with pytest.raises(RuntimeError):
-        batch.commit()
-    assert tiny.get(b"k") == b"v"
 
 
 def test_writes_from_many_threads_all_land(tiny: LMDBStorage) -> None:

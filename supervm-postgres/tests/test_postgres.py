@@ -17,6 +17,7 @@ from supervm.errors import (
     StorageClosedError,
     StorageConnectionError,
     StorageError,
+    StoreNotFoundError,
 )
 from supervm.url import parse_url
 from supervm_postgres import DEFAULT_TABLE, PostgresStorage, SQLiteStorage, SQLStorage
@@ -221,6 +222,34 @@ def test_default_table_name(postgres_url: str, pg_admin: Admin) -> None:
     finally:
         if not existed:
             pg_admin.execute("DROP TABLE IF EXISTS supervm_kv")
+
+
+@pytest.mark.postgres
+def test_create_false_creates_no_table(
+    postgres_url: str,
+    pg_admin: Admin,
+    unique_table: Callable[[], str],
+    with_options: Callable[..., str],
+) -> None:
+    table = unique_table()
+    # A password in the URL (the test server does not ask for one) never shows.
+    url = make_url(with_options(postgres_url, table=table)).set(password="sekrit")
+    url_text = url.render_as_string(hide_password=False)
+    try:
+        with pytest.raises(StoreNotFoundError, match="nothing was created") as info:
+            open_storage(url_text, create=False)
+        assert table in str(info.value)
+        assert "sekrit" not in str(info.value)
+        with pytest.raises(StoreNotFoundError):
+            open_storage(with_options(url_text, create="false"))
+        exists = pg_admin.execute("SELECT to_regclass(%s)", (f'"{table}"',)).fetchone()
+        assert exists == (None,)
+        with open_pg(url_text) as store:
+            store.set(b"k", b"v")
+        with open_pg(with_options(url_text, create="false")) as store:
+            assert store.get(b"k") == b"v"
+    finally:
+        pg_admin.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 @pytest.mark.postgres

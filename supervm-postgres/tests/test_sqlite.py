@@ -15,6 +15,7 @@ from supervm.errors import (
     StorageClosedError,
     StorageError,
     StorageLockedError,
+    StoreNotFoundError,
 )
 from supervm_postgres import SQLiteStorage, SQLStorage
 
@@ -55,6 +56,36 @@ def test_relative_path_is_relative_to_the_working_directory(
     assert (tmp_path / "rel" / "dir" / "kv.db").is_file()
     with open_sqlite("sqlite:///rel/dir/kv.db") as store:
         assert store.get(b"k") == b"v"
+
+
+def test_create_false_creates_no_directory_file_or_table(tmp_path: Path) -> None:
+    db = tmp_path / "a" / "b" / "kv.db"
+    with pytest.raises(StoreNotFoundError, match="nothing was created") as info:
+        open_storage(f"sqlite:///{db}?create=false")
+    assert str(db) in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    # A database file without the store's table: the table is not created either.
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE other (x)")
+    raw.close()
+    with pytest.raises(StoreNotFoundError, match="supervm_kv"):
+        open_storage(f"sqlite:///{db}", create=False)
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT name FROM sqlite_master").fetchall() == [("other",)]
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    raw.close()
+    assert [p.name for p in db.parent.iterdir()] == ["kv.db"]
+    with open_sqlite(f"sqlite:///{db}") as store:
+        store.set(b"k", b"v")
+    with open_sqlite(f"sqlite:///{db}?create=false") as store:
+        assert store.get(b"k") == b"v"
+
+
+def test_in_memory_store_ignores_create() -> None:
+    with open_sqlite("sqlite://?create=false") as store:
+        store.set(b"k", b"v")
+        assert list(store.scan()) == [(b"k", b"v")]
 
 
 def test_wal_journal_and_sync_option(db_path: Path) -> None:

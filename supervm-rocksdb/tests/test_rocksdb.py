@@ -1,11 +1,13 @@
-"""RocksDB-specific behaviour: URL options, locking, scan bounds, snapshots, errors."""
+"""RocksDB-specific behaviour: compression, URL options, scan bounds, snapshots, errors.
+
+What every store in files shares (paths, create=false, locking) is checked by the
+conformance kit in test_conformance.py.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,6 @@ import supervm
 from supervm.errors import (
     InvalidURLError,
     StorageClosedError,
-    StorageError,
     StorageLockedError,
 )
 from supervm_rocksdb import RocksDBStorage
@@ -59,30 +60,6 @@ def sst_bytes(db_path: Path) -> int:
 
 
 # -- opening and URL options --------------------------------------------------
-
-
-def test_open_storage_finds_the_backend(db_path: Path) -> None:
-    assert "rocksdb" in supervm.available_backends()
-    assert supervm.load_backend("rocksdb") is RocksDBStorage
-    with supervm.open_storage(f"rocksdb://{db_path}") as store:
-        assert isinstance(store, RocksDBStorage)
-        assert store.path == str(db_path)
-        store.set(b"k", b"v")
-    assert (db_path / "CURRENT").is_file()
-
-
-def test_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    with supervm.open_storage("rocksdb://rel/db") as store:
-        assert isinstance(store, RocksDBStorage)
-        assert store.path == str(tmp_path / "rel" / "db")
-        store.set(b"k", b"v")
-    assert (tmp_path / "rel" / "db" / "CURRENT").is_file()
-
-
-def test_url_without_path_is_refused() -> None:
-    with pytest.raises(InvalidURLError, match="path"):
-        supervm.open_storage("rocksdb://")
 
 
 def test_default_compression_is_lz4(db_path: Path) -> None:
@@ -184,86 +161,7 @@ def test_sync_option(db_path: Path) -> None:
         supervm.open_storage(f"rocksdb://{db_path}?sync=sometimes")
 
 
-def test_create_false(db_path: Path) -> None:
-    with pytest.raises(StorageError, match=str(db_path)):
-        supervm.open_storage(f"rocksdb://{db_path}?create=false")
-    assert not db_path.exists()
-    with supervm.open_storage(f"rocksdb://{db_path}") as store:
-        store.set(b"k", b"v")
-    with supervm.open_storage(f"rocksdb://{db_path}?create=0") as store:
-        assert store.get(b"k") == b"v"
-
-
-def test_open_error_is_wrapped(tmp_path: Path) -> None:
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_bytes(b"x")
-    with pytest.raises(StorageError, match=str(not_a_dir)) as info:
-        supervm.open_storage(f"rocksdb://{not_a_dir}")
-    assert info.value.original is not None
-    assert info.value.__cause__ is info.value.original
-
-
 # -- locking ------------------------------------------------------------------
-
-
-HOLDER = """
-import sys
-from rocksdict import Options, Rdict
-db = Rdict(sys.argv[1], options=Options(raw_mode=True))
-db[b"from-child"] = b"1"
-print("ready", flush=True)
-sys.stdin.read()
-db.close()
-"""
-
-
-def test_locked_by_another_process(db_path: Path) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(db_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        with pytest.raises(StorageLockedError, match=str(db_path)) as info:
-            supervm.open_storage(f"rocksdb://{db_path}")
-        assert info.value.original is not None
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        assert child.wait(timeout=60) == 0
-    with supervm.open_storage(f"rocksdb://{db_path}") as store:
-        assert store.get(b"from-child") == b"1"
-
-
-def test_locked_by_another_handle_in_process(store: RocksDBStorage, db_path: Path) -> None:
-    store.set(b"k", b"v")
-    with pytest.raises(StorageLockedError, match=str(db_path)):
-        supervm.open_storage(f"rocksdb://{db_path}")
-    store.close()
-    with supervm.open_storage(f"rocksdb://{db_path}") as again:
-        assert again.get(b"k") == b"v"
-
-
-def test_dropping_an_unclosed_store_releases_the_lock(db_path: Path) -> None:
-    store = supervm.open_storage(f"rocksdb://{db_path}")
-    store.set(b"k", b"v")
-    del store
-    with supervm.open_storage(f"rocksdb://{db_path}") as again:
-        assert again.get(b"k") == b"v"
-
-
-def test_close_releases_the_lock_even_with_a_snapshot_open(db_path: Path) -> None:
-    store = supervm.open_storage(f"rocksdb://{db_path}")
-    store.set(b"k", b"v")
-    snap = store.snapshot()
-    store.close()
-    with pytest.raises(StorageClosedError):
-        snap.get(b"k")
-    with supervm.open_storage(f"rocksdb://{db_path}") as again:
-        assert again.get(b"k") == b"v"
 
 
 def test_an_unfinished_scan_holds_the_lock_until_dropped(db_path: Path) -> None:
@@ -317,30 +215,6 @@ def test_prefix_scan_next_to_many_keys(store: RocksDBStorage) -> None:
     assert [k for k, _ in got] == sorted(k for k, _ in got)
 
 
-@pytest.mark.parametrize("prefix", [b"\xff", b"\xff\xff", b"a\xff", b"a\xff\xff", b"\xfe\xff"])
-def test_prefix_scan_with_0xff_bytes(store: RocksDBStorage, prefix: bytes) -> None:
-    keys = [
-        b"a",
-        b"a\xfe",
-        b"a\xff",
-        b"a\xff\x00",
-        b"a\xff\xff",
-        b"a\xff\xff\xff",
-        b"b",
-        b"\xfe",
-        b"\xfe\xff",
-        b"\xfe\xff\x01",
-        b"\xff",
-        b"\xff\x00",
-        b"\xff\xfe",
-        b"\xff\xff",
-        b"\xff\xff\x00",
-        b"\xff\xff\xff\xff",
-    ]
-    store.write_batch([(k, k) for k in keys])
-    assert list(store.scan(prefix)) == [(k, k) for k in sorted(keys) if k.startswith(prefix)]
-
-
 def test_scan_bound_survives_until_the_iterator_is_used(store: RocksDBStorage) -> None:
     inside = [b"p\x00", b"p\x00\x00", b"p\x00\xff"]
     store.write_batch([(k, b"v") for k in [b"p", *inside, b"p\x01", b"p\x01\x00", b"q"]])
@@ -362,76 +236,6 @@ def test_scan_is_a_point_in_time_view(store: RocksDBStorage) -> None:
     rest = list(it)
     assert len(rest) == 99
     assert all(v == b"old" for _, v in rest)
-
-
-# -- range scans -------------------------------------------------------------------
-
-
-def test_range_scans_against_a_sorted_list(store: RocksDBStorage) -> None:
-    keys = sorted(
-        {bytes([a, b]) for a in (0, 1, 0x61, 0x7F, 0x80, 0xFE, 0xFF) for b in (0, 9, 0xFF)}
-    )
-    store.write_batch([(k, k) for k in keys])
-    bounds = [None, b"", b"\x00", b"\x01\x09", b"a", b"\x80", b"\xfe\xff", b"\xff", b"\xff\xff\x00"]
-    for start in bounds:
-        for end in bounds:
-            want = [k for k in keys if (not start or k >= start) and (end is None or k < end)]
-            assert [k for k, _ in store.scan_range(start, end)] == want, (start, end)
-            got = [k for k, _ in store.scan_range(start, end, reverse=True)]
-            assert got == want[::-1], (start, end)
-
-
-def test_scan_range_argument_checks(store: RocksDBStorage) -> None:
-    with pytest.raises(TypeError):
-        store.scan_range("a", None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        store.scan_range(None, b"b", reverse=1)  # type: ignore[arg-type]
-
-
-# -- batches -----------------------------------------------------------------------
-
-
-def test_batch_lifecycle(store: RocksDBStorage) -> None:
-    batch = store.batch()
-    batch.set(b"a", b"1")
-    batch.set(b"a", b"2")
-    batch.delete(b"b")
-    assert len(batch) == 3
-    assert store.get(b"a") is None
-    batch.commit()
-    assert len(batch) == 3
-    assert store.get(b"a") == b"2"
-    with pytest.raises(RuntimeError, match="already committed"):
-        batch.set(b"c", b"3")
-    with pytest.raises(RuntimeError, match="already committed"):
-        batch.commit()
-    discarded = store.batch()
-    discarded.set(b"c", b"3")
-    discarded.discard()
-    assert len(discarded) == 0
-    with pytest.raises(RuntimeError):
-        discarded.delete(b"c")
-    with pytest.raises(RuntimeError):
-        discarded.commit()
-    assert list(store.scan()) == [(b"a", b"2")]
-
-
-def test_batch_commit_after_close(store: RocksDBStorage) -> None:
-    batch = store.batch()
-    batch.set(b"a", b"1")
-    store.close()
-    with pytest.raises(StorageClosedError):
-        batch.commit()
-
-
-def test_write_batch_accepts_any_iterable(store: RocksDBStorage) -> None:
-    store.write_batch((b"k%d" % i, b"v") for i in range(5))
-    assert len(list(store.scan(b"k"))) == 5
-    with pytest.raises(TypeError):
-        store.write_batch([(b"x", b"1"), [b"y", b"2"]])  # type: ignore[list-item]
-    with pytest.raises(TypeError):
-        store.write_batch([(b"x", bytearray(b"1"))])  # type: ignore[list-item]
-    assert store.get(b"x") is None
 
 
 # -- snapshots ---------------------------------------------------------------------
@@ -482,14 +286,6 @@ def test_snapshot_is_consistent_under_concurrent_batches(store: RocksDBStorage) 
     finally:
         stop.set()
         thread.join()
-
-
-def test_snapshot_key_checks(store: RocksDBStorage) -> None:
-    with store.snapshot() as snap:
-        with pytest.raises(TypeError):
-            snap.get("k")  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
-            snap.scan("k")  # type: ignore[arg-type]
 
 
 # -- closing and errors --------------------------------------------------------------

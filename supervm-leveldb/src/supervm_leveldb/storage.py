@@ -53,10 +53,21 @@ def _driver_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def _iterate(it: Any, error: _ErrorFactory) -> Iterator[tuple[bytes, bytes]]:
-    """Yield from a plyvel iterator, turning driver errors into storage errors."""
+def _iterate(
+    it: Any, error: _ErrorFactory, floor: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Yield from a plyvel iterator, turning driver errors into storage errors.
+
+    With ``floor``, a descending iterator stops before the first key below it.
+    """
     try:
-        yield from it
+        if floor is None:
+            yield from it
+        else:
+            for pair in it:
+                if pair[0] < floor:
+                    return
+                yield pair
     except _DRIVER_ERRORS as exc:
         raise error(exc) from exc
     finally:
@@ -253,6 +264,11 @@ class LevelDBStorage(FileStorage):
         self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         check_range(start, end, reverse)
+        if reverse and start:
+            # plyvel 1.5 skips the range when a reverse iterator's start bound is
+            # the only key in it: bound the descent here instead.
+            it = self._call(self._iterator, stop=end, reverse=True)
+            return _iterate(it, self._error, start)
         it = self._call(self._iterator, start=start, stop=end, reverse=reverse)
         return _iterate(it, self._error)
 

@@ -22,10 +22,11 @@ from supervm.storage import (
     Capabilities,
     Storage,
     check_key,
+    check_ops,
     check_prefix,
     check_value,
-    normalise_ops,
     prefix_upper_bound,
+    store_path,
 )
 from supervm.url import StorageURL
 
@@ -59,19 +60,22 @@ def _decode(payload: bytes) -> Iterator[BatchOp]:
 
 
 class LogFileStorage(Storage):
-    """``logfile:///path/to/file.log[?sync=true]``."""
+    """``logfile:///path/to/file.log[?sync=true&create=false]``."""
 
     schemes = ("logfile",)
-    url_form = "logfile:///ABS/FILE or logfile://REL/FILE[?sync=true]"
+    url_form = "logfile:///ABS/FILE or logfile://REL/FILE[?sync=true&create=true]"
     capabilities = Capabilities(persistent=True, sync_writes=True)
 
-    def __init__(self, path: str, *, sync: bool = False) -> None:
-        self.path = path
+    def __init__(self, path: str, *, sync: bool = False, create: bool = True) -> None:
+        # With create=False a missing file raises StoreNotFoundError; nothing is made.
+        self.path = path = store_path(path, create=create, kind="log file")
         self._sync = sync
         self._data: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        file: BinaryIO = open(path, "a+b")  # noqa: SIM115 - held open until close()
+        try:
+            file: BinaryIO = open(path, "a+b")  # noqa: SIM115 - held open until close()
+        except OSError as exc:
+            raise StorageError(f"cannot open {path}: {exc}", original=exc) from exc
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -82,8 +86,12 @@ class LogFileStorage(Storage):
 
     @classmethod
     def from_url(cls, url: StorageURL) -> Self:
-        url.reject_unknown_options(["sync"])
-        return cls(url.file_path(), sync=url.bool_option("sync", False))
+        url.reject_unknown_options(["sync", "create"])
+        return cls(
+            url.file_path(),
+            sync=url.bool_option("sync", False),
+            create=url.bool_option("create", True),
+        )
 
     def _replay(self, file: BinaryIO) -> None:
         file.seek(0)
@@ -138,7 +146,7 @@ class LogFileStorage(Storage):
         self._append([(check_key(key), None)])
 
     def write_batch(self, ops: Iterable[BatchOp]) -> None:
-        checked = normalise_ops(ops, None, None)
+        checked, _ = check_ops(ops)
         self._check_open()
         if checked:
             self._append(checked)

@@ -1,8 +1,10 @@
-"""A Hypothesis state machine comparing any back end with the memory store."""
+"""Conformance kit, the state machine: random operations compared with the memory store."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -18,15 +20,10 @@ from hypothesis.stateful import (
 from supervm.memory import MemoryStorage
 from supervm.registry import open_storage
 from supervm.storage import Storage
+from supervm.testing.base import KitBase
+from supervm.testing.strategies import batch_ops, keys, prefixes, values
 
-__all__ = ["StorageMachine", "run_storage_machine"]
-
-# Bytes chosen to hit the ordering edges: NUL, the signed/unsigned boundary, 0xff.
-_ALPHABET = [b"\x00", b"\x01", b"a", b"b", b"\x7f", b"\x80", b"\xfe", b"\xff"]
-keys = st.lists(st.sampled_from(_ALPHABET), min_size=1, max_size=3).map(b"".join)
-prefixes = st.lists(st.sampled_from(_ALPHABET), min_size=0, max_size=2).map(b"".join)
-values = st.binary(max_size=12)
-batch_ops = st.lists(st.tuples(keys, st.none() | values), max_size=8)
+__all__ = ["MachineConformance", "StorageMachine", "run_storage_machine"]
 
 
 class _AbortBatch(Exception):
@@ -137,3 +134,25 @@ def run_storage_machine(
             **extra,
         ),
     )
+
+
+class MachineConformance(KitBase):
+    """The state machine against the back end, for :attr:`machine_examples` examples."""
+
+    #: Hypothesis examples for the state machine test; lower it for slow servers.
+    machine_examples: int = 40
+    #: Steps per example.
+    machine_steps: int = 30
+
+    def test_state_machine_matches_memory_store(self, tmp_path: Path) -> None:
+        counter = itertools.count()
+
+        def make_url() -> str:
+            return self.storage_url(tmp_path / f"machine-{next(counter)}")
+
+        run_storage_machine(
+            make_url,
+            self.cleanup_url,
+            max_examples=self.machine_examples,
+            steps=self.machine_steps,
+        )
