@@ -1,8 +1,16 @@
-"""The storage protocol every SuperVM back end implements.
+"""The storage protocol every SuperVM back end implements, and what back ends share.
 
 Keys and values are ``bytes``. A missing key reads as ``None``; an empty value
 ``b""`` is a value like any other. Keys must be non-empty. Scans yield pairs in
 ascending unsigned-byte order of their keys.
+
+The protocol: :class:`Storage`, :class:`Batch`, :class:`Snapshot`,
+:class:`Capabilities`. For back ends: argument checks (:func:`check_key`,
+:func:`check_value`, :func:`check_prefix`, :func:`check_range`,
+:func:`check_ops` for a whole batch), batches (:class:`ListBatch`, the
+default; :class:`DriverBatch` and :class:`QueuedBatch`, whose ``set`` and
+``delete`` are closures), :class:`RangeScanStorage` (scans as key ranges),
+:class:`FileStorage` and :func:`store_path` (stores in local files).
 """
 
 from __future__ import annotations
