@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--min-block", type=int, default=2000, help="least transfers per block")
     parser.add_argument("--commit-keys", type=int, default=20000)
-    add_arguments(parser, rounds=60, rep_ms=20.0, budget=20.0, processes=3)
+    add_arguments(parser, rounds=120, rep_ms=20.0, budget=20.0, processes=3)
     args = parser.parse_args(argv)
     session = Session("chain", "bench.chain", args, f"Chain, {args.threads} threads")
     if not session.spawn(argv):

@@ -9,14 +9,16 @@ shares. So a comparison is measured like this:
    processes, one after the other, each doing its share of the pairs below
    with its own setup; the parent pools their pairs. Within a process, the
    memory layout (where the stores, wasm instances and interpreter objects
-   landed) biases one side against the other by up to ~20% for the
-   microsecond-scale operations, and the same in every pair; across processes
+   landed) biases one side against the other by several per cent for the
+   microsecond-scale operations, the same in every pair; across processes
    it varies, so pooling several processes averages it out (pyperf spawns
    workers for the same reason). Ours and raw always run in the same process.
 2. Calibration and warm-up, per process: each side's unit of work (one get, one
    call, one block) is repeated with a growing count until a repetition takes
-   about ``rep_ms`` milliseconds on average over the two sides; that count is
-   then fixed. ``warmup`` pairs follow, discarded.
+   about ``rep_ms`` milliseconds on average over the two sides (each count
+   timed three times per side and the fastest kept, so that a stall of the
+   machine cannot make the repetitions too short); that count is then fixed.
+   ``warmup`` pairs follow, discarded.
 3. Pairs: each pair runs one repetition of each side back to back, in an order
    drawn at random per pair (half the pairs run ours first, half raw first).
    Each repetition is timed alone with ``time.perf_counter_ns``, the garbage
@@ -27,10 +29,11 @@ shares. So a comparison is measured like this:
    pair first when repetitions are short), so a spell of heavy load from
    other processes lands in a slice of every comparison, not all of one.
 4. The figure is the median over all pooled pairs of the ratio within each
-   pair. Its spread: a distribution-free 95% confidence interval of that
-   median (order statistics of the binomial), the interquartile range of the
-   pair ratios, and the median of each process. Drift between pairs cancels
-   in the ratio; the median ignores the pairs a burst of other work hit.
+   pair. Its spread: a 95% bootstrap confidence interval of that median
+   (resampling processes, then pairs within them, so that it covers the
+   process-to-process bias too), the interquartile range of the pair ratios,
+   and the range of the processes' own medians. Drift between pairs cancels in
+   the ratio; the median ignores the pairs a burst of other work hit.
 
 Comparisons whose repetitions are long (a whole block) get fewer pairs: at most
 ``budget_s`` seconds of pairs (over all processes), never fewer than
@@ -51,7 +54,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import random
@@ -253,27 +255,37 @@ class Cycle(Generic[T]):
 # -- statistics ---------------------------------------------------------------------
 
 
-def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median: two order statistics.
+#: Resamples of the bootstrap interval.
+BOOTSTRAP = 1000
 
-    The number of values below the true median is Binomial(n, 1/2); the interval
-    runs from the j-th to the (n+1-j)-th smallest value, j the largest rank whose
-    tail probability stays within (1 - confidence) / 2.
+
+def median_ci(
+    values: Sequence[float], groups: Sequence[int], confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of the median of ``values``, clustered by ``groups``.
+
+    Each resample draws the groups (worker processes) with replacement, then
+    each drawn group's values with replacement, so the interval covers both
+    the pair-to-pair noise and the process-to-process bias (which a resample of
+    pairs alone would ignore). Percentile interval, seeded: the same data give
+    the same interval.
     """
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
+    if not values:
         raise ValueError("no values")
-    alpha = (1 - confidence) / 2
-    j, tail = 0, 0.0
-    for k in range(n):
-        tail += math.comb(n, k) / 2**n
-        if tail > alpha:
-            break
-        j = k + 1
-    if j == 0:  # too few values for the confidence asked: the whole range
-        return ordered[0], ordered[-1]
-    return ordered[j - 1], ordered[n - j]
+    by_group: dict[int, list[float]] = {}
+    for value, group in zip(values, groups, strict=True):
+        by_group.setdefault(group, []).append(value)
+    clusters = list(by_group.values())
+    rng = random.Random(seed)
+    medians = []
+    for _ in range(BOOTSTRAP):
+        sample: list[float] = []
+        for cluster in rng.choices(clusters, k=len(clusters)):
+            sample += rng.choices(cluster, k=len(cluster))
+        medians.append(statistics.median(sample))
+    medians.sort()
+    tail = (1 - confidence) / 2
+    return medians[int(tail * BOOTSTRAP)], medians[min(BOOTSTRAP - 1, int((1 - tail) * BOOTSTRAP))]
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -305,7 +317,7 @@ def summarize(
         else:
             used = "busy"  # too few quiet pairs: the figure is what a busy machine gives
     ratios = [every[i] for i in chosen]
-    low, high = median_ci(ratios)
+    low, high = median_ci(ratios, [process[i] for i in chosen])
     q1, q3 = _quartiles(ratios)
     medians = []
     for worker in sorted(set(process)):
@@ -383,25 +395,33 @@ class _Comparison:
     def both(self) -> int:
         return self.ours.rep(self.n) + self.raw.rep(self.n)
 
+    def probe(self) -> float:
+        """Mean over the sides of each side's fastest of three repetitions.
+
+        The fastest, not the mean: a repetition that a stall of the machine hit
+        would otherwise make the repetitions far too short.
+        """
+        n = self.n
+        return (
+            min(self.ours.rep(n) for _ in range(3)) + min(self.raw.rep(n) for _ in range(3))
+        ) / 2
+
     def calibrate(self) -> None:
         """Fix the repetition size, warm up, and draw the pair orders."""
         pair, settings = self.pair, self.settings
         target_ns = settings.rep_ms * 1e6
         if pair.units is not None:
             self.n = pair.units
-            first = self.both()
         else:
             self.n = max(1, pair.min_units)
             while True:
-                first = self.both()
-                mean = first / 2
+                mean = self.probe()
                 if mean >= target_ns / 4 or self.n >= 1 << 24:
                     break
                 self.n *= 4 if mean < target_ns / 64 else 2
             self.n = max(pair.min_units, round(self.n * target_ns / max(mean, 1.0)))
-            first = self.both()
         warmup = settings.warmup if pair.warmup is None else pair.warmup
-        self.pair_ns = statistics.median([first] + [self.both() for _ in range(warmup)])
+        self.pair_ns = statistics.median([self.both() for _ in range(warmup + 1)])
         affordable = int(settings.budget_s * 1e9 / max(self.pair_ns, 1.0))
         count = max(settings.min_pairs, min(settings.pairs, affordable))
         # Half the pairs run ours first, half raw first, in a random order.

@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transfers", type=int, default=20000, help="distinct transfers")
     parser.add_argument("--accounts", type=int, default=1000)
-    add_arguments(parser, rounds=400, rep_ms=2.0, budget=12.0, processes=10)
+    add_arguments(parser, rounds=480, rep_ms=2.0, budget=16.0, processes=16)
     args = parser.parse_args(argv)
     session = Session("vm", "bench.vm", args, "VM")
     if not session.spawn(argv):
