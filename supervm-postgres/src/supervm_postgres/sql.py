@@ -1,12 +1,13 @@
 """Key-value storage in one SQL table, whatever the database: the shared part.
 
 SQLAlchemy parses the URL, picks the dialect, creates the DBAPI connections,
-compiles the table's DDL and looks tables up. The hot path (get, set, delete,
-batches, scans) runs pre-built SQL on the DBAPI connection directly, in the
-dialect modules (:mod:`supervm_postgres.postgresql`, :mod:`supervm_postgres.sqlite`).
-This module knows no driver: a dialect subclass of :class:`SQLStorage` names
-its driver's exception class, its parameter placeholder and its schemes, and
-fills in the few hooks below.
+quotes names, compiles the table's DDL and looks tables up. The hot path (get,
+set, delete, batches, scans) runs pre-built SQL on the DBAPI connection
+directly, through the dialect's executor. This module knows no driver: a
+dialect subclass of :class:`SQLStorage` (:mod:`supervm_postgres.postgresql`,
+:mod:`supervm_postgres.sqlite`) names its schemes, its driver's exception class
+and its parameter placeholder, and fills in the few hooks below (a database
+without ``INSERT ... ON CONFLICT`` overrides :meth:`SQLStorage._upsert_sql`).
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ class SQLStorage(RangeScanStorage):
     _busy: set[PoolProxiedConnection]
     _idle_lock: threading.Lock
     _scan_sql: dict[tuple[bool, bool, bool, bool], str]
+    _q_table: str
+    _q_key: str
+    _q_value: str
     _q_get: str
     _q_set: str
     _q_del: str
@@ -190,14 +194,15 @@ class SQLStorage(RangeScanStorage):
         self._busy = set()
         self._idle_lock = threading.Lock()
         self._scan_sql = {}
-        quoted = f'"{self._table}"'
+        # Names quoted the dialect's way: the table always, the columns where needed.
+        preparer = engine.dialect.identifier_preparer
+        self._q_table = preparer.quote_identifier(self._table)
+        self._q_key = key = preparer.quote("key")
+        self._q_value = preparer.quote("value")
         p = self._param
-        self._q_get = f"SELECT value FROM {quoted} WHERE key = {p}"
-        self._q_set = (
-            f"INSERT INTO {quoted} (key, value) VALUES ({p}, {p}) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
-        self._q_del = f"DELETE FROM {quoted} WHERE key = {p}"
+        self._q_get = f"SELECT {self._q_value} FROM {self._q_table} WHERE {key} = {p}"
+        self._q_set = self._upsert_sql()
+        self._q_del = f"DELETE FROM {self._q_table} WHERE {key} = {p}"
         try:
             self._use(*self._open_connection())
         except self._driver_error as exc:
@@ -212,6 +217,18 @@ class SQLStorage(RangeScanStorage):
         except BaseException:
             self.close()
             raise
+
+    def _upsert_sql(self) -> str:
+        """The statement that stores one pair, replacing any value the key had."""
+        key, value, p = self._q_key, self._q_value, self._param
+        return (
+            f"INSERT INTO {self._q_table} ({key}, {value}) VALUES ({p}, {p}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {value} = excluded.{value}"
+        )
+
+    def _select_sql(self) -> str:
+        """``SELECT`` of the pairs of the whole table, without order."""
+        return f"SELECT {self._q_key}, {self._q_value} FROM {self._q_table}"
 
     def _open_connection(self) -> tuple[PoolProxiedConnection, Any, Any]:
         """A new DBAPI connection from the engine, set up, and a cursor on it."""
@@ -281,7 +298,7 @@ class SQLStorage(RangeScanStorage):
                     if not self._created_concurrently(exc):
                         raise self._error(exc, f"creating table {self._table}") from exc
             try:
-                cur.execute(f'SELECT key, value FROM "{self._table}" LIMIT 0')
+                cur.execute(f"{self._select_sql()} LIMIT 0")
             except self._driver_error as exc:
                 raise StorageError(
                     f"table {self._table} in {self._where} is not a key-value table "
@@ -406,15 +423,16 @@ class SQLStorage(RangeScanStorage):
         shape = (lo, hi, reverse, limited)
         sql = self._scan_sql.get(shape)
         if sql is None:
+            key = self._q_key
             conditions = []
             if lo:
-                conditions.append(f"key >= {self._param}")
+                conditions.append(f"{key} >= {self._param}")
             if hi:
-                conditions.append(f"key < {self._param}")
-            sql = f'SELECT key, value FROM "{self._table}"'
+                conditions.append(f"{key} < {self._param}")
+            sql = self._select_sql()
             if conditions:
                 sql += " WHERE " + " AND ".join(conditions)
-            sql += " ORDER BY key DESC" if reverse else " ORDER BY key"
+            sql += f" ORDER BY {key} DESC" if reverse else f" ORDER BY {key}"
             if limited and self._page_rows is not None:
                 sql += f" LIMIT {self._page_rows + 1}"
             self._scan_sql[shape] = sql
@@ -484,7 +502,7 @@ class SQLStorage(RangeScanStorage):
         self._check_open()
         # Open scans would hold the table and block the drop: end them first.
         self._close_scan_connections()
-        sql = f'DROP TABLE IF EXISTS "{self._table}"'
+        sql = f"DROP TABLE IF EXISTS {self._q_table}"
         self._run(lambda: self._cur.execute(sql), "drop")
         self.close()
 

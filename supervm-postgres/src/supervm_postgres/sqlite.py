@@ -101,7 +101,7 @@ class SQLiteStorage(SQLStorage):
             return
         raw, conn, _cur = self._open_connection()
         try:
-            conn.execute(f'SELECT key, value FROM "{self._table}" LIMIT 0').close()
+            conn.execute(f"{self._select_sql()} LIMIT 0").close()
         except BaseException:
             _discard(raw)
             raise
