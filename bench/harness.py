@@ -122,6 +122,8 @@ class Pair:
     #: Figure from the pairs during which other processes left the cores alone, when
     #: there are enough of them (for parallel runs, which need every core).
     quiet: bool = False
+    #: Times the settings' budget this comparison may take (for noisy, long repetitions).
+    budget_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -422,7 +424,8 @@ class _Comparison:
             self.n = max(pair.min_units, round(self.n * target_ns / max(mean, 1.0)))
         warmup = settings.warmup if pair.warmup is None else pair.warmup
         self.pair_ns = statistics.median([self.both() for _ in range(warmup + 1)])
-        affordable = int(settings.budget_s * 1e9 / max(self.pair_ns, 1.0))
+        budget_ns = settings.budget_s * pair.budget_scale * 1e9
+        affordable = int(budget_ns / max(self.pair_ns, 1.0))
         count = max(settings.min_pairs, min(settings.pairs, affordable))
         # Half the pairs run ours first, half raw first, in a random order.
         self.orders = [True] * (count // 2) + [False] * (count - count // 2)

@@ -1,25 +1,31 @@
 """Storage benchmark: each operation through SuperVM versus the raw driver.
 
-    python -m bench.storage [--backends rocksdb,lmdb] [--keys 20000] [--rounds 60]
-                            [--rep-ms 10] [--json storage.json]
+    python -m bench.storage [--backends rocksdb,lmdb] [--keys 20000] [--rounds 300]
+                            [--processes 4] [--rep-ms 1] [--json storage.json]
 
 For every back end a SuperVM store and a database opened directly with the
-driver (same settings, a directory or table of its own) are opened once and
-filled with the same keys (4-byte big-endian counters behind ``k``, 100-byte
-values; 20,000 keys for the embedded stores, a quarter for SQLite, a tenth for
-PostgreSQL). Then, per operation, repetitions of the same work on the two sides
-are interleaved and the figure is the median of the per-pair ratios SuperVM
-time / raw time (1.00 = no overhead), with its 95% confidence interval; see
-bench/harness.py for the method. ``--rounds`` is the number of interleaved
-pairs per operation (it used to be the number of best-of rounds).
+driver (same settings, a directory or table of its own) are opened and filled
+with the same keys (4-byte big-endian counters behind ``k``, 100-byte values;
+``--keys`` 20,000 for the embedded stores, a quarter for SQLite, a tenth for
+PostgreSQL), in each of ``--processes`` worker processes. Then repetitions of
+the same work on the two sides (about ``--rep-ms`` ms each) are interleaved in
+pairs, and the figure per operation is the median of the per-pair ratios
+SuperVM time / raw time (1.00 = no overhead) with its 95% confidence interval;
+see bench/harness.py for the method. ``--rounds`` is the number of pairs per
+operation over all processes (it used to be the number of best-of rounds, each
+on fresh stores). The pairs of all twenty comparisons are interleaved in time.
 
-The operations, in the order measured (reads first, on the freshly filled
-stores; writes overwrite the same keys, so the stores keep their size):
+The operations (each repetition a run of consecutive units, cycling):
 
-* get: point gets of the stored keys, in key order, cycling;
-* prefix scan: full scans of 3-byte prefixes, 256 keys each;
-* set: single puts overwriting stored keys, in key order, cycling;
+* get: point gets of the stored keys, in key order;
+* prefix scan: full scans of 3-byte prefixes, 256 keys each (the count is
+  checked);
+* set: single puts overwriting stored keys, in key order;
 * batch set: atomic batches of 1,000 puts overwriting stored keys.
+
+Writes overwrite the stored keys, so the stores keep their size (the old
+benchmark inserted into fresh stores). Both sides get the same operations in
+the same order, so their stores go through the same states.
 
 "Raw" is the driver used idiomatically, opened with the options the SuperVM
 store opens with and running the same statements, so a ratio measures the
@@ -440,9 +446,10 @@ def open_backend(backend: Backend, workdir: Path, stack: ExitStack) -> list[Pair
     return pairs
 
 
-def summary(session: Session, names: list[str]) -> str:
+def summary(session: Session) -> str:
     """The ratios as a back end x operation matrix, and the raw per-operation times."""
     by_name = {r.name: r for r in session.results}
+    names = list(dict.fromkeys(r.name.split(" ", 1)[0] for r in session.results))
     header = "| back end | " + " | ".join(OPERATIONS) + " |"
     rule = "|" + " --- |" * (len(OPERATIONS) + 1)
     lines = [
@@ -493,12 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             session.run(pairs)
     if session.finish():
         print()
-        print(
-            summary(
-                session,
-                [n for n in wanted if any(r.name.startswith(n + " ") for r in session.results)],
-            )
-        )
+        print(summary(session))
     return 0
 
 

@@ -1,7 +1,7 @@
 """VM benchmark: the full runtime against a bare unchecked loop, and fast vs public calls.
 
-    python -m bench.vm [--transfers 20000] [--accounts 1000] [--rounds 200] [--rep-ms 2]
-                       [--json vm.json]
+    python -m bench.vm [--transfers 20000] [--accounts 1000] [--rounds 480]
+                       [--processes 16] [--rep-ms 2] [--json vm.json]
 
 1. Token transfers through ``Runtime.call`` on the memory store -- gas metered,
    read and write sets recorded, memory and globals restored before every call,
@@ -21,10 +21,14 @@
    against the bare primitive of 2. Figure: time ratio; its per-call time is the
    call path's fixed cost.
 
-Measured with bench/harness.py: repetitions of each side interleaved in pairs
-(``--rounds`` pairs per comparison, each repetition about ``--rep-ms`` ms), the
+Measured with bench/harness.py in ``--processes`` worker processes (these
+microsecond-scale ratios move by several per cent from one process to the
+next): repetitions of each side interleaved in pairs (``--rounds`` pairs per
+comparison over all processes, each repetition about ``--rep-ms`` ms), the
 figure being the median of the per-pair ratios with its 95% confidence interval.
-``--rounds`` used to be the number of best-of rounds.
+``--rounds`` used to be the number of best-of rounds. 2. and 3. reach into the
+call paths' internals (``Runtime.path``, its instances and the fast path's
+current-host slot, found in whichever module defines the path's class).
 """
 
 from __future__ import annotations
