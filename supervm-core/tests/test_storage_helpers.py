@@ -205,8 +205,15 @@ def test_shared_batches_finish_once(index: int) -> None:
         with pytest.raises(RuntimeError, match=FINISHED_BATCH):
             call()
     batch.discard()  # harmless once finished
+    fresh = _batches()[index][1]
     with pytest.raises(TypeError):
-        _batches()[index][1].set(b"k", "v")  # type: ignore[arg-type]
+        fresh.set(b"k", "v")  # type: ignore[arg-type]
+    for bad in ("k", bytearray(b"k"), None):
+        with pytest.raises(TypeError):
+            fresh.set(bad, b"v")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            fresh.delete(bad)  # type: ignore[arg-type]
+    assert len(fresh) == 0
 
 
 @pytest.mark.parametrize("index", range(3), ids=["list", "driver", "queued"])

@@ -285,16 +285,31 @@ def _same(exc: BaseException) -> BaseException:
     return exc
 
 
+def _exact_keys(call: Callable[..., object]) -> Callable[..., object]:
+    """``call`` refusing keys that are not exactly ``bytes``, as ``check_key`` does."""
+
+    def checked(key: bytes, *value: bytes) -> object:
+        if type(key) is not bytes:
+            check_key(key)
+        return call(key, *value)
+
+    return checked
+
+
 class DriverBatch(ClosureBatch):
     """A batch that hands each operation straight to a driver's write batch.
 
     ``put(key, value)`` and ``remove(key)`` queue into the driver's batch;
     ``write()`` applies it on commit (only when something was queued) and
-    ``clear()``, if given, empties it on discard. Exceptions of the ``errors``
-    types raised while queueing are replaced by ``error(exc)``. ``size()`` is
-    the driver batch's own count of queued operations: with it, and no
-    ``errors``, the closures are only the checks and the driver call;
-    otherwise they also count and catch.
+    ``clear()``, if given, empties it on discard.
+
+    With ``size()``, the driver batch's own count of queued operations, and no
+    ``errors``, the closures are only the checks and the driver call.
+    Otherwise they also count, and replace exceptions of the ``errors`` types
+    (not ``TypeError``) raised while queueing by ``error(exc)``; then
+    ``typed_keys`` says that ``put`` and ``remove`` refuse keys that are not
+    exactly ``bytes`` themselves (``TypeError``, as plyvel's do), which spares
+    that check.
     """
 
     def __init__(
@@ -307,6 +322,7 @@ class DriverBatch(ClosureBatch):
         size: Callable[[], int] | None = None,
         errors: tuple[type[BaseException], ...] = (),
         error: Callable[[BaseException], BaseException] = _same,
+        typed_keys: bool = False,
     ) -> None:
         count = 0
         if size is not None and not errors:
@@ -327,6 +343,8 @@ class DriverBatch(ClosureBatch):
                 remove(key)
 
         else:
+            if not typed_keys:
+                put, remove = _exact_keys(put), _exact_keys(remove)
 
             def queued() -> int:
                 return count
@@ -334,7 +352,7 @@ class DriverBatch(ClosureBatch):
             def set(key: bytes, value: bytes) -> None:
                 """Queue a put."""
                 nonlocal count
-                if type(key) is not bytes or not key:
+                if not key:
                     check_key(key)
                 if type(value) is not bytes:
                     check_value(value)
@@ -347,7 +365,7 @@ class DriverBatch(ClosureBatch):
             def delete(key: bytes) -> None:
                 """Queue a delete."""
                 nonlocal count
-                if type(key) is not bytes or not key:
+                if not key:
                     check_key(key)
                 try:
                     remove(key)
@@ -381,6 +399,18 @@ class DriverBatch(ClosureBatch):
         return self._size()
 
 
+class _FinishedOps(list[BatchOp]):
+    """The operation list a finished batch's closures append to: it refuses."""
+
+    __slots__ = ()
+
+    def append(self, op: BatchOp, /) -> None:
+        batch_finished()
+
+
+_FINISHED_OPS: Final = _FinishedOps()
+
+
 class QueuedBatch(ClosureBatch):
     """A batch that queues checked operations in a list for one write on commit.
 
@@ -394,8 +424,8 @@ class QueuedBatch(ClosureBatch):
         write: Callable[[list[BatchOp], bool], object],
         max_key_size: int | None = None,
     ) -> None:
-        ops: list[BatchOp] = []
-        append: Callable[[BatchOp], object] = ops.append
+        queued: list[BatchOp] = []
+        ops = queued  # what the closures append to: ``_FINISHED_OPS`` once finished
         deletes = False
         limit = _NO_LIMIT if max_key_size is None else max_key_size
 
@@ -405,27 +435,27 @@ class QueuedBatch(ClosureBatch):
                 check_key(key, max_key_size)
             if type(value) is not bytes:
                 check_value(value)
-            append((key, value))
+            ops.append((key, value))
 
         def delete(key: bytes) -> None:
             """Queue a delete."""
             nonlocal deletes
             if type(key) is not bytes or not 0 < len(key) <= limit:
                 check_key(key, max_key_size)
-            append((key, None))
+            ops.append((key, None))
             deletes = True
 
         def finish(discarding: bool) -> bool:
-            nonlocal append
-            if append is batch_finished:
+            nonlocal ops
+            if ops is _FINISHED_OPS:
                 return False
-            append = batch_finished
+            ops = _FINISHED_OPS
             if discarding:
-                ops.clear()
+                queued.clear()
             return True
 
         self._bind(set, delete, finish)
-        self._ops = ops
+        self._ops = queued
         self._deletes: Callable[[], bool] = lambda: deletes
         self._write = write
 

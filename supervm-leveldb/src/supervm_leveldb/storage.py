@@ -83,7 +83,9 @@ def _leveldb_batch(wb: Any, error: _ErrorFactory) -> Batch:
         except _DRIVER_ERRORS as exc:
             raise error(exc) from exc
 
-    return DriverBatch(wb.put, wb.delete, write, errors=_DRIVER_ERRORS, error=error)
+    return DriverBatch(
+        wb.put, wb.delete, write, errors=_DRIVER_ERRORS, error=error, typed_keys=True
+    )
 
 
 class _LevelDBSnapshot(Snapshot):
