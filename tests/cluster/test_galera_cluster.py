@@ -22,7 +22,7 @@ import pytest
 if os.environ.get("CI", "").lower() != "true":
     pytest.importorskip("pymysql", reason="PyMySQL is not installed (a dev dependency)")
 import pymysql
-from galera_cluster import Cluster
+from galera_cluster import Cluster, make_base_dir
 from pymysql.connections import Connection
 
 pytestmark = pytest.mark.cluster
@@ -185,3 +185,32 @@ def test_the_command_line_fails_clearly(tmp_path: Path) -> None:
     assert run_cli("stop", "--base-dir", str(tmp_path)).returncode == 0  # nothing to stop
     bad = run_cli("kill", "9", "--base-dir", str(tmp_path))
     assert bad.returncode == 1
+
+
+def test_a_one_node_cluster_stops_cleanly_and_stop_is_idempotent(
+    galera_session: Cluster,
+) -> None:
+    """A separate cluster gets its own ports; a clean stop records the position."""
+    base = make_base_dir()
+    cluster = Cluster.start(1, base, owner_pid=os.getpid())
+    try:
+        assert {node.port for node in cluster.nodes}.isdisjoint(
+            node.port for node in galera_session.nodes
+        )
+        (node,) = cluster.nodes
+        assert cluster.urls() == [f"mariadb+pymysql://root@127.0.0.1:{node.port}/test"]
+        with cluster.connect(1) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE one (id INT PRIMARY KEY)")
+            cur.execute("INSERT INTO one VALUES (1)")
+        pid = node.pid
+        assert pid is not None
+        cluster.stop()
+        assert not os.path.exists(f"/proc/{pid}/cmdline")
+        assert "seqno:   -1" not in (node.datadir / "grastate.dat").read_text()
+        saved = json.loads((base / "galera-cluster.json").read_text())
+        assert [entry["pid"] for entry in saved["nodes"]] == [None]
+        cluster.stop()  # idempotent
+        Cluster.load(base).stop()
+    finally:
+        cluster.stop(remove=True)
+    assert not base.exists()
