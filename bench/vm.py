@@ -277,7 +277,7 @@ def _micro(runtime: Runtime) -> tuple[Any, Any]:
     address = runtime.deploy(MICRO)
     contract = runtime._contract(address)
     assert contract is not None
-    host = runtime.path.new_host(
+    host = runtime.path.host_type(
         MemoryStorage(), b"c" + address, address, b"s", b"", 1, 1, runtime.limits
     )
     return contract, host

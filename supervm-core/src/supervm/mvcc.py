@@ -38,6 +38,7 @@ from typing import Literal, Self
 from supervm.errors import StorageClosedError, SuperVMError
 from supervm.state import merge, pending_under
 from supervm.storage import (
+    Closing,
     Storage,
     check_key,
     check_prefix,
@@ -149,7 +150,7 @@ def _check_isolation(isolation: object) -> Isolation:
     raise ValueError(f"isolation must be 'snapshot' or 'serializable', not {isolation!r}")
 
 
-class MvccStore:
+class MvccStore(Closing):
     """Snapshot transactions over ``storage`` (see the module documentation).
 
     ``isolation`` is the default for :meth:`begin`. With ``gc_interval`` set, a
@@ -313,17 +314,6 @@ class MvccStore:
             self._closed = True
         if self._close_storage:
             self._storage.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

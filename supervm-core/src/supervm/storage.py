@@ -597,8 +597,18 @@ class FileStorage(Storage):
 
     A subclass sets ``_path`` (see :func:`store_path`), ``_sync`` and
     ``_closed`` when it opens; this gives the read-only :attr:`path` and
-    :attr:`sync`, :attr:`closed` and the repr.
+    :attr:`sync`, :attr:`closed` and the repr. Such stores persist, scan
+    ranges both ways, take snapshots and can sync writes; a subclass declares
+    what differs (e.g. ``dataclasses.replace(FileStorage.capabilities, ...)``).
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        persistent=True,
+        range_scan=True,
+        reverse_scan=True,
+        snapshots=True,
+        sync_writes=True,
+    )
 
     _path: str
     _sync: bool

@@ -13,7 +13,6 @@ from supervm.errors import StorageClosedError, StorageError, StorageLockedError
 from supervm.storage import (
     Batch,
     BatchOp,
-    Capabilities,
     DriverBatch,
     FileStorage,
     Snapshot,
@@ -140,13 +139,6 @@ class LevelDBStorage(FileStorage):
     url_form = (
         "leveldb:///ABS/PATH or leveldb://REL/PATH"
         "[?sync=false|true&compression=snappy|none&create=true|false]"
-    )
-    capabilities = Capabilities(
-        persistent=True,
-        range_scan=True,
-        reverse_scan=True,
-        snapshots=True,
-        sync_writes=True,
     )
 
     def __init__(

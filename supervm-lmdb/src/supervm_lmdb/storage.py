@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import re
 import threading
@@ -19,7 +20,6 @@ from supervm.errors import (
 )
 from supervm.storage import (
     BatchOp,
-    Capabilities,
     FileStorage,
     QueuedBatch,
     RangeScanStorage,
@@ -103,14 +103,7 @@ class LMDBStorage(FileStorage, RangeScanStorage):
     url_form = (
         "lmdb:///ABS/DIR or lmdb://REL/DIR[?map_size=64MiB&sync=true&max_readers=126&create=true]"
     )
-    capabilities = Capabilities(
-        persistent=True,
-        range_scan=True,
-        reverse_scan=True,
-        snapshots=True,
-        sync_writes=True,
-        max_key_size=MAX_KEY_SIZE,
-    )
+    capabilities = dataclasses.replace(FileStorage.capabilities, max_key_size=MAX_KEY_SIZE)
 
     def __init__(
         self,

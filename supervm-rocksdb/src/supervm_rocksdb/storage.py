@@ -25,7 +25,6 @@ from rocksdict import (
 from supervm.errors import InvalidURLError, StorageClosedError, StorageError, StorageLockedError
 from supervm.storage import (
     BatchOp,
-    Capabilities,
     DriverBatch,
     FileStorage,
     Snapshot,
@@ -186,13 +185,6 @@ class RocksDBStorage(FileStorage):
     url_form = (
         "rocksdb:///ABS/PATH or rocksdb://REL/PATH"
         "[?compression=lz4|zstd|snappy|zlib|none&sync=false&create=true]"
-    )
-    capabilities = Capabilities(
-        persistent=True,
-        range_scan=True,
-        reverse_scan=True,
-        snapshots=True,
-        sync_writes=True,
     )
 
     def __init__(

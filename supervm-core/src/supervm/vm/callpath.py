@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from supervm.state import StateView
 from supervm.vm import _capi
-from supervm.vm.abi import Limits
 from supervm.vm.engine import CompiledContract
 from supervm.vm.host import Host
 
@@ -43,18 +41,12 @@ class CallPath(Protocol):
     #: ``"fast"`` or ``"public"``.
     name: str
 
-    def new_host(
-        self,
-        view: StateView,
-        namespace: bytes,
-        address: bytes,
-        sender: bytes,
-        input: bytes,
-        block_height: int,
-        block_timestamp: int,
-        limits: Limits,
-    ) -> Host:
-        """A host for one call, with the guest-memory access this path needs."""
+    @property
+    def host_type(self) -> type[Host]:
+        """The :class:`Host` subclass with the guest-memory access this path needs.
+
+        The runtime builds one per call with ``Host``'s constructor arguments.
+        """
 
     def call(self, contract: CompiledContract, method: str, host: Host, fuel: int) -> CallOutcome:
         """Run ``method`` with ``fuel``; the call starts from the module's initial state.

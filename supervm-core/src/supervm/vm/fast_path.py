@@ -24,7 +24,6 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from supervm.state import StateView
 from supervm.vm import _capi
 from supervm.vm._capi import RAW, RAW_CALLBACK, VAL_RAW_SIZE, keep_alive
 from supervm.vm.abi import HostFunctionSpec, Limits
@@ -226,6 +225,7 @@ class FastPath:
     """
 
     name = "fast"
+    host_type = _FastHost
 
     def __init__(
         self,
@@ -244,13 +244,6 @@ class FastPath:
             define_unchecked(self.linker, module, spec, impl)
         self.call_unchecked = (_capi.RAW_NOGIL if release_gil else RAW).func_call_unchecked
         self._local = threading.local()
-
-    def new_host(
-        self, view: StateView, namespace: bytes, address: bytes, sender: bytes, input: bytes,
-        block_height: int, block_timestamp: int, limits: Limits,
-    ) -> Host:  # fmt: skip
-        return _FastHost(view, namespace, address, sender, input, block_height,
-                         block_timestamp, limits)  # fmt: skip
 
     def _instance(self, contract: CompiledContract) -> _FastInstance:
         """This thread's instance of ``contract``, clean: reset, or made afresh."""

@@ -14,7 +14,6 @@ from typing import Any
 
 import wasmtime
 
-from supervm.state import StateView
 from supervm.vm import _capi
 from supervm.vm.abi import Limits
 from supervm.vm.callpath import CallOutcome, trap_name
@@ -56,6 +55,7 @@ class PublicPath:
     """Calls through wasmtime-py's public API: a fresh store and instance per call."""
 
     name = "public"
+    host_type = _PublicHost
 
     def __init__(
         self, engine: wasmtime.Engine, limits: Limits, functions: list[HostFunction], module: str
@@ -82,13 +82,6 @@ class PublicPath:
                 raise
 
         return call
-
-    def new_host(
-        self, view: StateView, namespace: bytes, address: bytes, sender: bytes, input: bytes,
-        block_height: int, block_timestamp: int, limits: Limits,
-    ) -> Host:  # fmt: skip
-        return _PublicHost(view, namespace, address, sender, input, block_height,
-                           block_timestamp, limits)  # fmt: skip
 
     def call(self, contract: CompiledContract, method: str, host: Host, fuel: int) -> CallOutcome:
         assert isinstance(host, _PublicHost)

@@ -322,17 +322,14 @@ class Runtime:
                 block_height=block_height, block_timestamp=block_timestamp,
                 view=StorageView(self.storage),
             )  # fmt: skip
-        # run() inlined, and the lock taken without ``with``: both cost on the hot path.
+        # The lock is taken without ``with``: that costs on the hot path.
         self._commit_lock.acquire()
         try:
-            receipt = self._check_call(address, method, input, sender, gas_limit, block_height,
-                                       block_timestamp)  # fmt: skip
-            if receipt is not None:
-                return receipt
-            compiled = self._contract(address)
-            if compiled is None:
-                return Receipt(Status.REJECTED, error=f"no contract at address {address.hex()}")
-            receipt = self._run_compiled(compiled, address, method, input, sender, gas_limit,
+            target = self._resolve(address, method, input, sender, gas_limit, block_height,
+                                   block_timestamp)  # fmt: skip
+            if isinstance(target, Receipt):
+                return target
+            receipt = self._run_compiled(target, address, method, input, sender, gas_limit,
                                          block_height, block_timestamp,
                                          StorageView(self.storage))  # fmt: skip
             if receipt.status is Status.OK and receipt.write_set:
@@ -388,6 +385,18 @@ class Runtime:
         With ``owned_only`` the call may touch only objects its sender owns (see
         :attr:`ownership`); anything else ends it with status ``forbidden``.
         """
+        target = self._resolve(address, method, input, sender, gas_limit, block_height,
+                               block_timestamp)  # fmt: skip
+        if isinstance(target, Receipt):
+            return target
+        return self._run_compiled(target, address, method, input, sender, gas_limit,
+                                  block_height, block_timestamp, view, owned_only)  # fmt: skip
+
+    def _resolve(
+        self, address: bytes, method: str, input: bytes, sender: bytes,
+        gas_limit: int, block_height: int, block_timestamp: int,
+    ) -> CompiledContract | Receipt:  # fmt: skip
+        """The contract a call runs, or the receipt refusing the call."""
         rejected = self._check_call(address, method, input, sender, gas_limit, block_height,
                                     block_timestamp)  # fmt: skip
         if rejected is not None:
@@ -395,8 +404,7 @@ class Runtime:
         compiled = self._contract(address)
         if compiled is None:
             return Receipt(Status.REJECTED, error=f"no contract at address {address.hex()}")
-        return self._run_compiled(compiled, address, method, input, sender, gas_limit,
-                                  block_height, block_timestamp, view, owned_only)  # fmt: skip
+        return compiled
 
     def _check_call(
         self, address: bytes, method: str, input: bytes, sender: bytes,
@@ -457,7 +465,7 @@ class Runtime:
         upfront = self.limits.call_base_gas + len(input)
         if upfront > gas_limit:
             return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas")
-        host: Host = self.path.new_host(
+        host: Host = self.path.host_type(
             view, STATE_PREFIX + address, address, sender, input, block_height,
             block_timestamp, self.limits,
         )  # fmt: skip
