@@ -68,7 +68,7 @@ def vm(session: nox.Session, wasmtime: str) -> None:
 def integration(session: nox.Session) -> None:
     """Cross-package tests: packaging, plugin discovery, end to end."""
     _install_workspace(session, *PACKAGES)
-    session.install("uv")
+    session.install("uv", "pymysql")
     session.run("pytest", "tests", "-q", *session.posargs)
 
 
