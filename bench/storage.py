@@ -74,6 +74,9 @@ from supervm.storage import Storage, prefix_upper_bound
 OPERATIONS = ("get", "set", "batch set", "prefix scan")
 BATCH_SIZE = 1000
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: The table the SQL back ends use by default (the raw SQLite side uses it in a file of its
+#: own; named here because the SQL back ends are moving between packages).
+SQL_TABLE = "supervm_kv"
 
 
 @dataclass
@@ -192,12 +195,10 @@ def raw_lmdb(path: str) -> Target:
 
 
 def raw_sqlite(path: str) -> Target:
-    from supervm_postgres.storage import DEFAULT_TABLE
-
     # SQLiteStorage's connection: autocommit, 5 s busy timeout, WAL journal.
     db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode = WAL")
-    table = f'"{DEFAULT_TABLE}"'
+    table = f'"{SQL_TABLE}"'
     db.execute(
         f"CREATE TABLE IF NOT EXISTS {table} "
         "(key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (key))"
