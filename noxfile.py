@@ -18,7 +18,9 @@ import nox
 
 ROOT = Path(__file__).parent
 PYTHONS = ["3.11", "3.12", "3.13"]
-PACKAGES = ["core", "rocksdb", "leveldb", "lmdb", "postgres"]
+PACKAGES = ["core", "rocksdb", "leveldb", "lmdb", "sql", "postgres", "mariadb"]
+#: Workspace distributions a package needs besides supervm-core (not on any index).
+WORKSPACE_DEPENDENCIES = {"postgres": ["sql"], "mariadb": ["sql"]}
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["lint", "types", "tests", "vm", "integration"]
@@ -32,7 +34,10 @@ if _pyenv:
 def _install_workspace(session: nox.Session, *packages: str) -> None:
     """Install supervm-core plus the given back ends from this checkout."""
     args = ["-e", "./supervm-core[testing]"]
-    for package in packages:
+    wanted = [
+        dep for package in packages for dep in [*WORKSPACE_DEPENDENCIES.get(package, []), package]
+    ]
+    for package in dict.fromkeys(wanted):
         if package != "core":
             args += ["-e", f"./supervm-{package}"]
     session.install(*args)
@@ -86,7 +91,7 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     """mypy --strict on the core and the back ends."""
     _install_workspace(session, *PACKAGES)
-    session.install("mypy")
+    session.install("mypy", "types-pymysql")
     session.run("mypy", "supervm-core/src")
     for package in PACKAGES[1:]:
         session.run("mypy", f"supervm-{package}/src")

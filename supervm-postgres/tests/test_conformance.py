@@ -1,4 +1,4 @@
-"""The storage conformance kit against PostgreSQL and SQLite."""
+"""The storage conformance kit against PostgreSQL (SQLite's runs in supervm-sql)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,3 @@ class TestPostgresConformance(StorageConformance):
         store = open_storage(url)
         assert isinstance(store, SQLStorage)
         store.drop()
-
-
-class TestSQLiteConformance(StorageConformance):
-    """Each store is a SQLite file under the test's work directory."""
-
-    def storage_url(self, workdir: Path) -> str:
-        return f"sqlite:///{workdir}/kv.db"

@@ -34,7 +34,9 @@ KNOWN_EXTRAS: dict[str, str] = {
     "leveldb": "leveldb",
     "lmdb": "lmdb",
     "postgresql": "postgres",
-    "sqlite": "postgres",
+    "sqlite": "sqlite",
+    "mariadb": "mariadb",
+    "mysql": "mariadb",
 }
 
 _registered: dict[str, type[Storage] | str] = {}

@@ -15,7 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from supervm.errors import InvalidURLError, StorageClosedError, StorageConnectionError, StorageError
 from supervm.url import StorageURL
-from supervm_postgres.sql import CHUNK_ROWS, COMMON_OPTIONS, SQLOptions, SQLStorage
+from supervm_sql.store import CHUNK_ROWS, COMMON_OPTIONS, SQLOptions, SQLStorage
 
 __all__ = ["PostgresStorage"]
 
@@ -70,6 +70,10 @@ class PostgresStorage(SQLStorage):
 
     dialect_schemes = ("postgresql", "postgresql+psycopg")
     dialect_backend = "postgresql"
+    url_form = (
+        "postgresql[+psycopg]://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+        "[?table=NAME&retries=N&sync=BOOL&create=BOOL&LIBPQ_PARAM=...]"
+    )
     driver_hint = (
         "this back end drives PostgreSQL with psycopg 3; use postgresql:// or postgresql+psycopg://"
     )

@@ -17,7 +17,8 @@ from supervm.errors import (
     StorageLockedError,
     StoreNotFoundError,
 )
-from supervm_postgres import SQLiteStorage, SQLStorage
+from supervm.url import parse_url
+from supervm_sql import SQLiteStorage, SQLStorage
 
 
 def open_sqlite(url: str) -> SQLiteStorage:
@@ -243,10 +244,30 @@ def test_drop_removes_the_table(store: SQLiteStorage, db_path: Path) -> None:
 
 
 def test_entry_point_class_opens_sqlite(db_path: Path) -> None:
-    from supervm.registry import load_backend
+    from supervm.registry import available_backends, load_backend
 
+    assert available_backends()["sqlite"].distribution == "supervm-sql"
     cls = load_backend("sqlite")
-    assert cls is SQLStorage
+    assert cls is SQLiteStorage
+    assert cls.schemes == ("sqlite", "sqlite+pysqlite")
+    assert cls.url_form.startswith("sqlite:///")
     with open_storage(f"sqlite:///{db_path}") as store:
         assert isinstance(store, SQLiteStorage)
         assert repr(store).startswith("<SQLiteStorage ")
+    # The shared class opens every registered dialect's URLs, as it always did.
+    with SQLStorage.from_url(parse_url(f"sqlite:///{db_path}")) as store:
+        assert type(store) is SQLiteStorage
+
+
+def test_the_shared_store_imports_no_driver_but_sqlite3() -> None:
+    """supervm-sql needs SQLAlchemy alone: importing it loads neither psycopg nor PyMySQL."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, supervm_sql; "
+        "print(sorted(m for m in ('psycopg', 'pymysql', 'supervm_postgres', 'supervm_mariadb') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
