@@ -52,7 +52,8 @@ def tests(session: nox.Session, package: str) -> None:
             "plyvel has no wheel for Python 3.13 and builds from source: "
             "install Debian's libleveldb-dev first (apt-get install libleveldb-dev)"
         )
-    _install_workspace(session, package)
+    # The core's own tests use RocksDB as their persistent store.
+    _install_workspace(session, package, *(["rocksdb"] if package == "core" else []))
     session.run("pytest", f"supervm-{package}/tests", "-q", *session.posargs)
 
 
@@ -64,7 +65,7 @@ WASMTIME_VERSIONS = ["49.0.0", "50.0.1"]
 @nox.parametrize("wasmtime", WASMTIME_VERSIONS)
 def vm(session: nox.Session, wasmtime: str) -> None:
     """The runtime's tests against each supported wasmtime release."""
-    _install_workspace(session)
+    _install_workspace(session, "rocksdb")
     session.install(f"wasmtime=={wasmtime}", "ziglang==0.17.1")
     session.run("pytest", "supervm-core/tests/vm", "-q", *session.posargs)
 

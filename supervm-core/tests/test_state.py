@@ -8,9 +8,7 @@ from hypothesis import strategies as st
 from supervm.memory import MemoryStorage
 from supervm.state import OverlayView, StorageView, merge, pending_under
 
-keys = st.sampled_from(
-    [b"a", b"ab", b"abc", b"b", b"ba", b"\x00", b"\xff", b"a\xff", b"b\x00"]
-)
+keys = st.sampled_from([b"a", b"ab", b"abc", b"b", b"ba", b"\x00", b"\xff", b"a\xff", b"b\x00"])
 values = st.binary(max_size=4)
 base_maps = st.dictionaries(keys, values, max_size=8)
 pending_maps = st.dictionaries(keys, st.none() | values, max_size=8)
