@@ -83,6 +83,12 @@ def with_options() -> Callable[..., str]:
 
 
 @pytest.fixture
+def connect(mariadb_url: str) -> Callable[[], Admin]:
+    """Opens new autocommit PyMySQL connections to the test server's database."""
+    return lambda: pymysql.connect(**connect_args(mariadb_url))
+
+
+@pytest.fixture
 def admin(mariadb_url: str) -> Iterator[Admin]:
     """A separate autocommit PyMySQL connection to the test server's database."""
     with pymysql.connect(**connect_args(mariadb_url)) as conn:
