@@ -16,13 +16,27 @@ from supervm.storage import Storage
 PG_URL = os.environ.get(
     "SUPERVM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+MARIADB_URL = os.environ.get(
+    "SUPERVM_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test"
+)
 FILE_BACKENDS = ["rocksdb", "leveldb", "lmdb", "sqlite"]
-ALL_BACKENDS = ["memory", *FILE_BACKENDS, "postgresql"]
+#: Back ends on a database server: the server URL and the variable that names it.
+SERVER_BACKENDS = {
+    "postgresql": (PG_URL, "SUPERVM_TEST_POSTGRES_URL"),
+    "mariadb": (MARIADB_URL, "SUPERVM_TEST_MARIADB_URL"),
+}
+ALL_BACKENDS = ["memory", *FILE_BACKENDS, *SERVER_BACKENDS]
 
 
-def postgres_reachable() -> bool:
+def with_table(url: str, table: str | None = None) -> str:
+    """``url`` naming ``table`` (a fresh ``t_<hex>`` name by default)."""
+    table = table or f"t_{uuid.uuid4().hex[:16]}"
+    return f"{url}{'&' if '?' in url else '?'}table={table}"
+
+
+def server_reachable(backend: str) -> bool:
     try:
-        store = supervm.open_storage(f"{PG_URL}?table=t_probe_{uuid.uuid4().hex[:8]}")
+        store = supervm.open_storage(with_table(SERVER_BACKENDS[backend][0]))
     except supervm.StorageError:
         return False
     store.drop()  # type: ignore[attr-defined]
@@ -30,14 +44,20 @@ def postgres_reachable() -> bool:
     return True
 
 
-def require_postgres() -> None:
-    """Skip when PostgreSQL is unreachable, except under CI, where that is a failure."""
-    if postgres_reachable():
+def require_server(backend: str) -> None:
+    """Skip when the back end's server is unreachable, except under CI, where that fails."""
+    if server_reachable(backend):
         return
-    message = f"PostgreSQL not reachable at {PG_URL} (set SUPERVM_TEST_POSTGRES_URL)"
+    url, variable = SERVER_BACKENDS[backend]
+    message = f"{backend} server not reachable at {url} (set {variable})"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_postgres() -> None:
+    """Skip when PostgreSQL is unreachable, except under CI, where that is a failure."""
+    require_server("postgresql")
 
 
 def url_for(backend: str, workdir: Path) -> str:
@@ -46,21 +66,21 @@ def url_for(backend: str, workdir: Path) -> str:
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{workdir}/state.sqlite"
-    if backend == "postgresql":
-        return f"{PG_URL}?table=t_{uuid.uuid4().hex[:16]}"
+    if backend in SERVER_BACKENDS:
+        return with_table(SERVER_BACKENDS[backend][0])
     return f"{backend}://{workdir}/{backend}"
 
 
 @contextmanager
 def fresh_store(backend: str, workdir: Path) -> Iterator[Storage]:
-    """Open a fresh store; PostgreSQL tables are dropped afterwards."""
-    if backend == "postgresql":
-        require_postgres()
+    """Open a fresh store; tables on a server are dropped afterwards."""
+    if backend in SERVER_BACKENDS:
+        require_server(backend)
     workdir.mkdir(parents=True, exist_ok=True)
     store = supervm.open_storage(url_for(backend, workdir))
     try:
         yield store
     finally:
-        if backend == "postgresql" and not store.closed:
+        if backend in SERVER_BACKENDS and not store.closed:
             store.drop()  # type: ignore[attr-defined]
         store.close()

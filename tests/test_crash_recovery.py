@@ -22,7 +22,9 @@ A SIGKILL ends the process, not the operating system: what a store has handed
 to the kernel survives it. LMDB syncs every commit by default (``sync=true``);
 RocksDB and LevelDB write their log without an fsync per batch by default,
 which survives a killed process but not a power cut or kernel crash; SQLite
-runs in WAL mode; PostgreSQL commits on the server. So this test checks
+runs in WAL mode; PostgreSQL and MariaDB commit on the server (MariaDB in a
+database of the test's own, so that the killed worker's sessions are the ones
+in it, which the test waits to see gone before it looks). So this test checks
 atomicity and recovery after a process crash, not durability across a power
 failure.
 
@@ -56,7 +58,15 @@ from supervm.chain.block import GENESIS_DIGEST
 from supervm.layout import STATE_PREFIX
 from supervm.storage import Storage
 
-from .backends import FILE_BACKENDS, PG_URL, require_postgres, url_for
+from .backends import (
+    FILE_BACKENDS,
+    MARIADB_URL,
+    PG_URL,
+    require_postgres,
+    require_server,
+    url_for,
+    with_table,
+)
 from .crash_worker import build_block, token_code
 
 pytestmark = pytest.mark.slow
@@ -210,6 +220,39 @@ class PostgresSessions:
         self.engine.dispose()
 
 
+class MariaDBSessions:
+    """Waits until the server has ended a killed worker's sessions in its database."""
+
+    def __init__(self) -> None:
+        import pymysql
+
+        url = sqlalchemy.engine.make_url(MARIADB_URL)
+        self.conn = pymysql.connect(
+            host=url.host, port=url.port or 3306, user=url.username,
+            password=url.password or "", autocommit=True,
+        )  # fmt: skip
+
+    def wait_gone(self, database: str) -> None:
+        deadline = time.monotonic() + STALL_SECONDS
+        with self.conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s",
+                            (database,))  # fmt: skip
+                row = cur.fetchone()
+                if row is None or row[0] == 0:
+                    return
+                if time.monotonic() > deadline:
+                    pytest.fail(f"a killed worker's MariaDB session in {database} lingers")
+                time.sleep(0.005)
+
+    def drop_database(self, database: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def pause_until(moment: float) -> None:
     """Busy-wait: sleeping is too coarse for the sub-millisecond commit window."""
     while time.perf_counter() < moment:
@@ -257,21 +300,29 @@ def check_store(
         chain.close()
 
 
-@pytest.mark.parametrize("backend", [*FILE_BACKENDS, "postgresql"])
+@pytest.mark.parametrize("backend", [*FILE_BACKENDS, "postgresql", "mariadb"])
 def test_sigkill_during_commits_loses_and_tears_nothing(backend: str, tmp_path: Path) -> None:
     if backend == "postgresql":
         require_postgres()
+    if backend == "mariadb":
+        require_server("mariadb")
     schedule_seed = int(os.environ.get("SUPERVM_CRASH_SEED", "0")) or random.randrange(1, 2**31)
     rng = random.Random(schedule_seed)
     chain_seed = zlib.crc32(backend.encode())
     url = url_for(backend, tmp_path)
     worker_url = url
     application_name = ""
-    sessions: PostgresSessions | None = None
+    sessions: PostgresSessions | MariaDBSessions | None = None
     if backend == "postgresql":
         application_name = f"supervm_crash_{uuid.uuid4().hex[:12]}"
         worker_url = f"{url}&application_name={application_name}"
         sessions = PostgresSessions()
+    if backend == "mariadb":
+        # The database of the test's own (the store creates it) names the worker's sessions.
+        application_name = f"supervm_crash_{uuid.uuid4().hex[:12]}"
+        server = sqlalchemy.engine.make_url(MARIADB_URL).set(database=application_name)
+        url = worker_url = with_table(server.render_as_string(hide_password=False))
+        sessions = MariaDBSessions()
 
     replay = Replay(chain_seed)
     tally = Tally()
@@ -321,12 +372,14 @@ def test_sigkill_during_commits_loses_and_tears_nothing(backend: str, tmp_path: 
         tally.committed = head
         if worker is not None:
             worker.kill()
-        if sessions is not None:
-            sessions.close()
-        if backend == "postgresql":
+        if backend in ("postgresql", "mariadb"):
             leftover = supervm.open_storage(url)
             leftover.drop()  # type: ignore[attr-defined]
             leftover.close()
+        if isinstance(sessions, MariaDBSessions):
+            sessions.drop_database(application_name)
+        if sessions is not None:
+            sessions.close()
         replay.chain.close()
         seconds = time.monotonic() - started
         modes = ", ".join(f"{name} {n}" for name, n in sorted(tally.modes.items()))

@@ -1,8 +1,9 @@
 """MvccStore over every first-party back end: snapshots, write-through, reopening, gc.
 
-PostgreSQL runs against ``SUPERVM_TEST_POSTGRES_URL`` in a fresh table dropped
-afterwards. When that server cannot be reached its cases are skipped, except
-under ``CI=true``, where they fail.
+PostgreSQL runs against ``SUPERVM_TEST_POSTGRES_URL`` and MariaDB against
+``SUPERVM_TEST_MARIADB_URL``, each in a fresh table dropped afterwards. When a
+server cannot be reached its cases are skipped, except under ``CI=true``, where
+they fail.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from supervm import Storage, StorageConnectionError, open_storage
 from supervm.mvcc import ConflictError, MvccStore
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_MARIADB_URL = "mariadb+pymysql://root@127.0.0.1:3306/test"
+#: Server back ends: (variable naming the server, its default, name in messages).
+SERVERS = {
+    "postgresql": ("SUPERVM_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL, "PostgreSQL"),
+    "mariadb": ("SUPERVM_TEST_MARIADB_URL", DEFAULT_MARIADB_URL, "MariaDB"),
+}
 
 BACKENDS = [
     "memory",
@@ -27,13 +34,15 @@ BACKENDS = [
     "leveldb",
     "sqlite",
     pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
 ]
 
 Opener = Callable[[], Storage]
 
 
-def _postgres_url() -> str:
-    base = os.environ.get("SUPERVM_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+def _server_url(name: str) -> str:
+    variable, default, _ = SERVERS[name]
+    base = os.environ.get(variable, default)
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}table=t_{uuid.uuid4().hex}"
 
@@ -42,7 +51,7 @@ def _postgres_url() -> str:
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL naming an empty store of each back end."""
     name = request.param
-    if name != "postgresql":
+    if name not in SERVERS:
         yield {
             "memory": "memory://",
             "rocksdb": f"rocksdb://{tmp_path}/db",
@@ -51,14 +60,15 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
             "sqlite": f"sqlite:///{tmp_path}/db.sqlite",
         }[name]
         return
-    url = _postgres_url()
+    url = _server_url(name)
+    variable, _, kind = SERVERS[name]
     try:
         probe = open_storage(url)
     except StorageConnectionError as exc:
-        problem = "PostgreSQL server is unreachable: " + " ".join(str(exc).split())
+        problem = f"{kind} server is unreachable: " + " ".join(str(exc).split())
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{problem} (CI=true: the PostgreSQL tests must not be skipped)")
-        pytest.skip(f"{problem}; set SUPERVM_TEST_POSTGRES_URL to run the PostgreSQL tests")
+            pytest.fail(f"{problem} (CI=true: the {kind} tests must not be skipped)")
+        pytest.skip(f"{problem}; set {variable} to run the {kind} tests")
     probe.close()
     yield url
     dropper = open_storage(url)

@@ -1,14 +1,17 @@
-"""Install ``supervm[rocksdb]`` from built wheels with plain pip, as a user would."""
+"""Install ``supervm[rocksdb]`` (``[mariadb]``, ``[postgres]``) from built wheels with plain
+pip, as a user would, and check that each extra brings its own driver and no other."""
 
 from __future__ import annotations
 
 import json
 import sys
+import uuid
 import venv
 from pathlib import Path
 
 import pytest
 
+from .backends import MARIADB_URL, require_server, with_table
 from .conftest import run
 
 pytestmark = pytest.mark.slow
@@ -72,6 +75,82 @@ def test_pip_install_rocksdb_extra_installs_only_rocksdb(wheelhouse: Path, tmp_p
     assert "leveldb" not in listing
 
 
+DRIVERS = ("plyvel", "lmdb", "rocksdict", "psycopg", "pymysql", "sqlalchemy")
+
+SQL_CHECK = r"""
+import importlib.util, json, sys
+import supervm
+
+with supervm.open_storage(sys.argv[1]) as store:
+    store.write_batch([(b"k", b"v"), (b"\xff", b"")])
+    pairs = [[k.hex(), v.hex()] for k, v in store.scan()]
+    kind = type(store).__module__
+    if len(sys.argv) > 2:
+        store.drop()
+print(json.dumps({
+    "pairs": pairs,
+    "class": kind,
+    "backends": sorted(supervm.available_backends()),
+    "present": sorted(m for m in DRIVERS if importlib.util.find_spec(m) is not None),
+}))
+""".replace("DRIVERS", repr(DRIVERS))
+
+
+def install(wheelhouse: Path, env_dir: Path, requirement: str) -> str:
+    """A fresh venv with ``requirement`` pip-installed from the wheelhouse; its python."""
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet", "--find-links", str(wheelhouse)]
+    run([*pip, requirement])
+    return python
+
+
+def test_pip_install_mariadb_extra_brings_pymysql_and_sqlalchemy_only(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    require_server("mariadb")
+    python = install(wheelhouse, tmp_path / "venv", "supervm[mariadb]==0.1.0")
+    url = with_table(MARIADB_URL, f"t_pkg_{uuid.uuid4().hex[:12]}")
+    report = json.loads(run([python, "-c", SQL_CHECK, url, "drop"]).stdout)
+    assert report["pairs"] == [["6b", "76"], ["ff", ""]]
+    assert report["class"] == "supervm_mariadb.mariadb"
+    assert report["present"] == ["pymysql", "sqlalchemy"]
+    assert report["backends"] == [
+        "mariadb", "mariadb+pymysql", "memory", "mysql", "mysql+pymysql", "sqlite",
+    ]  # fmt: skip
+    # SQLite comes with the shared SQL distribution, and needs no driver.
+    report = json.loads(run([python, "-c", SQL_CHECK, f"sqlite:///{tmp_path}/kv.db"]).stdout)
+    assert report["class"] == "supervm_sql.sqlite"
+    listing = run([str(tmp_path / "venv" / "bin" / "supervm"), "backends"]).stdout
+    assert "supervm-mariadb" in listing and "supervm-sql" in listing
+    assert "postgres" not in listing
+
+
+def test_pip_install_postgres_extra_still_serves_sqlite(wheelhouse: Path, tmp_path: Path) -> None:
+    python = install(wheelhouse, tmp_path / "venv", "supervm[postgres]==0.1.0")
+    report = json.loads(run([python, "-c", SQL_CHECK, f"sqlite:///{tmp_path}/kv.db"]).stdout)
+    assert report["pairs"] == [["6b", "76"], ["ff", ""]]
+    assert report["class"] == "supervm_sql.sqlite"
+    assert report["present"] == ["psycopg", "sqlalchemy"]
+    assert report["backends"] == ["memory", "postgresql", "postgresql+psycopg", "sqlite"]
+    # The names supervm_postgres always had still import from it.
+    names = "from supervm_postgres import SQLStorage, SQLiteStorage, PostgresStorage, MAX_KEY_SIZE"
+    old = (
+        "from supervm_postgres.sql import SQLStorage; "
+        "from supervm_postgres.sqlite import SQLiteStorage; "
+        "from supervm_postgres.storage import DEFAULT_TABLE"
+    )
+    run([python, "-c", f"{names}; {old}"])
+
+
+def test_pip_install_sqlite_extra_brings_sqlalchemy_only(wheelhouse: Path, tmp_path: Path) -> None:
+    python = install(wheelhouse, tmp_path / "venv", "supervm[sqlite]==0.1.0")
+    report = json.loads(run([python, "-c", SQL_CHECK, f"sqlite:///{tmp_path}/kv.db"]).stdout)
+    assert report["pairs"] == [["6b", "76"], ["ff", ""]]
+    assert report["present"] == ["sqlalchemy"]
+    assert report["backends"] == ["memory", "sqlite"]
+
+
 def test_wheels_carry_py_typed(wheelhouse: Path) -> None:
     import zipfile
 
@@ -80,7 +159,9 @@ def test_wheels_carry_py_typed(wheelhouse: Path) -> None:
         "supervm_rocksdb",
         "supervm_leveldb",
         "supervm_lmdb",
+        "supervm_sql",
         "supervm_postgres",
+        "supervm_mariadb",
     ):
         (wheel,) = wheelhouse.glob(f"{dist}-0.1.0-*.whl")
         package = "supervm" if dist == "supervm_core" else dist
