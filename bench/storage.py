@@ -7,7 +7,7 @@ For every back end a SuperVM store and a database opened directly with the
 driver (same settings, a directory or table of its own) are opened and filled
 with the same keys (4-byte big-endian counters behind ``k``, 100-byte values;
 ``--keys`` 20,000 for the embedded stores, a quarter for SQLite, a tenth for
-PostgreSQL), in each of ``--processes`` worker processes. Then repetitions of
+PostgreSQL and MariaDB), in each of ``--processes`` worker processes. Then repetitions of
 the same work on the two sides (about ``--rep-ms`` ms each) are interleaved in
 pairs, and the figure per operation is the median of the per-pair ratios
 SuperVM time / raw time (1.00 = no overhead) with its 95% confidence interval;
@@ -52,6 +52,12 @@ wrapper (argument checks, error translation, locking, bookkeeping):
   ``executemany`` in one transaction; a scan fetches the rows of its range
   SELECT with ``fetchall`` (what PostgresStorage does for results of up to a
   page of rows, which every scan of this workload is).
+* mariadb: one PyMySQL connection in autocommit mode with MariaDBStorage's
+  session settings (utf8mb4, ``STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION``, READ
+  COMMITTED), the same InnoDB table (``VARBINARY(2048)`` key, ``LONGBLOB``
+  value) and statements (upsert by ``ON DUPLICATE KEY UPDATE``); batches run
+  ``executemany`` (multi-row upserts) between ``begin`` and ``commit``; a scan
+  fetches the rows of its range SELECT with ``fetchall``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ from supervm.storage import Storage, prefix_upper_bound
 OPERATIONS = ("get", "set", "batch set", "prefix scan")
 BATCH_SIZE = 1000
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MARIADB_DEFAULT = "mariadb+pymysql://root@127.0.0.1:3306/test"
 #: The table the SQL back ends use by default (the raw SQLite side uses it in a file of its
 #: own; named here because the SQL back ends are moving between packages).
 SQL_TABLE = "supervm_kv"
@@ -270,6 +277,55 @@ def raw_postgres(dsn: str, table: str) -> Target:
     return Target(get, put, batch, scan, close)
 
 
+def raw_mariadb(url: str, table: str) -> Target:
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    # MariaDBStorage's session: autocommit, utf8mb4, strict, READ COMMITTED.
+    conn = pymysql.connect(
+        host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+        password=parsed.password or "", database=parsed.database, charset="utf8mb4",
+        autocommit=True, sql_mode="STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION",
+    )  # fmt: skip
+    cur = conn.cursor()
+    cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    quoted = f"`{table}`"
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {quoted} (`key` VARBINARY(2048) NOT NULL, "
+        "value LONGBLOB NOT NULL, PRIMARY KEY (`key`)) ENGINE=InnoDB ROW_FORMAT=DYNAMIC"
+    )
+    select = f"SELECT value FROM {quoted} WHERE `key` = %s"
+    upsert = (
+        f"INSERT INTO {quoted} (`key`, value) VALUES (%s, %s) "
+        "ON DUPLICATE KEY UPDATE value = VALUES(value)"
+    )
+    scan_sql = f"SELECT `key`, value FROM {quoted} WHERE `key` >= %s AND `key` < %s ORDER BY `key`"
+
+    def get(key: bytes) -> object:
+        cur.execute(select, (key,))
+        row = cur.fetchone()
+        return None if row is None else row[0]
+
+    def put(key: bytes, value: bytes) -> None:
+        cur.execute(upsert, (key, value))
+
+    def batch(items: list[tuple[bytes, bytes]]) -> None:
+        conn.begin()
+        cur.executemany(upsert, items)
+        conn.commit()
+
+    def scan(prefix: bytes) -> Iterator[object]:
+        cur.execute(scan_sql, (prefix, prefix_upper_bound(prefix)))
+        return iter(cur.fetchall())
+
+    def close() -> None:
+        cur.execute(f"DROP TABLE IF EXISTS {quoted}")
+        conn.close()
+
+    return Target(get, put, batch, scan, close)
+
+
 # -- the workload ---------------------------------------------------------------------
 
 
@@ -398,18 +454,23 @@ def _file_backend(name: str, scheme: str, raw: Callable[[str], Target], keys: in
     return Backend(name, ours, raw, keys)
 
 
-def backends(pg_url: str, keys: int) -> list[Backend]:
-    def pg_ours(_: str) -> Target:
-        table = f"bench_{uuid.uuid4().hex[:12]}"
-        store = supervm.open_storage(f"{pg_url}?table={table}")
+def backends(pg_url: str, keys: int, mariadb_url: str = MARIADB_DEFAULT) -> list[Backend]:
+    def server_ours(server_url: str) -> Callable[[str], Target]:
+        """A SuperVM store in a fresh table on the server, dropped when closed."""
 
-        def close() -> None:
-            store.drop()  # type: ignore[attr-defined]
-            store.close()
+        def ours(_: str) -> Target:
+            table = f"bench_{uuid.uuid4().hex[:12]}"
+            store = supervm.open_storage(f"{server_url}?table={table}")
 
-        target = supervm_target(store)
-        target.close = close
-        return target
+            def close() -> None:
+                store.drop()  # type: ignore[attr-defined]
+                store.close()
+
+            target = supervm_target(store)
+            target.close = close
+            return target
+
+        return ours
 
     def pg_raw(_: str) -> Target:
         dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
@@ -423,7 +484,13 @@ def backends(pg_url: str, keys: int) -> list[Backend]:
         _file_backend("leveldb", "leveldb", raw_leveldb, keys),
         _file_backend("lmdb", "lmdb", raw_lmdb, keys),
         Backend("sqlite", sqlite_ours, lambda p: raw_sqlite(p + ".db"), max(1, keys // 4)),
-        Backend("postgresql", pg_ours, pg_raw, max(1, keys // 10)),
+        Backend("postgresql", server_ours(pg_url), pg_raw, max(1, keys // 10)),
+        Backend(
+            "mariadb",
+            server_ours(mariadb_url),
+            lambda _: raw_mariadb(mariadb_url, f"bench_{uuid.uuid4().hex[:12]}"),
+            max(1, keys // 10),
+        ),
     ]
 
 
@@ -482,10 +549,13 @@ def summary(session: Session) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="rocksdb,leveldb,lmdb,sqlite,postgresql")
+    parser.add_argument("--backends", default="rocksdb,leveldb,lmdb,sqlite,postgresql,mariadb")
     parser.add_argument("--keys", type=int, default=20000, help="keys per embedded back end")
     parser.add_argument(
         "--postgres-url", default=os.environ.get("SUPERVM_TEST_POSTGRES_URL", PG_DEFAULT)
+    )
+    parser.add_argument(
+        "--mariadb-url", default=os.environ.get("SUPERVM_TEST_MARIADB_URL", MARIADB_DEFAULT)
     )
     add_arguments(parser, rounds=300, rep_ms=1.0, budget=8.0, processes=4)
     args = parser.parse_args(argv)
@@ -494,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     if not session.spawn(argv):
         pairs: list[Pair] = []
         with tempfile.TemporaryDirectory(prefix="supervm-bench-") as tmp, ExitStack() as stack:
-            for backend in backends(args.postgres_url, args.keys):
+            for backend in backends(args.postgres_url, args.keys, args.mariadb_url):
                 if backend.name in wanted:
                     say(f"opening and filling {backend.name} ({backend.keys:,} keys)")
                     pairs += open_backend(backend, Path(tmp), stack)
