@@ -18,7 +18,6 @@ class TestMariaDBConformance(StorageConformance):
     """Each store is a fresh table on the test server, one per work directory."""
 
     base_url: str
-    machine_examples = 25
 
     @pytest.fixture(autouse=True)
     def _server(self, mariadb_url: str) -> None:
