@@ -227,13 +227,7 @@ class MariaDBStorage(SQLStorage):
 
     @classmethod
     def _open(cls, url: StorageURL, raw: str) -> SQLStorage:
-        unknown = sorted(set(url.options) - {*COMMON_OPTIONS, *_DRIVER_OPTIONS})
-        if unknown:
-            raise InvalidURLError(
-                f"unknown option(s) {', '.join(unknown)} in {url.raw!r}; {url.scheme}:// "
-                f"accepts {', '.join(COMMON_OPTIONS)} and the PyMySQL connection arguments "
-                f"{', '.join(_DRIVER_OPTIONS)}"
-            )
+        url.reject_unknown_options((*COMMON_OPTIONS, *_DRIVER_OPTIONS))
         options = SQLOptions(url)
         driver_args: dict[str, Any] = {}
         for name in _INT_OPTIONS:

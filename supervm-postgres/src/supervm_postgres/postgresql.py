@@ -88,13 +88,7 @@ class PostgresStorage(SQLStorage):
 
     @classmethod
     def _open(cls, url: StorageURL, raw: str) -> SQLStorage:
-        unknown = sorted(set(url.options) - {*COMMON_OPTIONS, *_LIBPQ_OPTIONS})
-        if unknown:
-            raise InvalidURLError(
-                f"unknown option(s) {', '.join(unknown)} in {url.raw!r}; {url.scheme}:// "
-                f"accepts {', '.join(COMMON_OPTIONS)} and libpq connection parameters "
-                "(sslmode, connect_timeout, application_name, ...)"
-            )
+        url.reject_unknown_options((*COMMON_OPTIONS, *_LIBPQ_OPTIONS))
         options = SQLOptions(url)
         try:
             sa_url = make_url(raw)
