@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -550,20 +551,11 @@ def test_killed_batch_commits_whole_or_not_at_all(store: MariaDBStorage, admin: 
     assert {v for _, v in store.scan(b"k")} == {b"new"}
 
 
-@pytest.mark.mariadb
-def test_deadlock_victim_batch_is_run_again(
-    store: MariaDBStorage, connect: Callable[[], Admin]
-) -> None:
+def lose_a_deadlock(store: MariaDBStorage, connect: Callable[[], Admin]) -> list[BaseException]:
+    """Make the store's batch ``b, a = store`` the victim of a deadlock; its errors."""
     store.write_batch([(b"a", b"0"), (b"b", b"0")] + [(b"f%03d" % i, b"0") for i in range(200)])
-    seen: list[object] = []
-    transient = store._transient
-
-    def spy(exc: BaseException) -> bool:
-        seen.append(exc.args[0])
-        return transient(exc)
-
-    store._transient = spy  # type: ignore[method-assign]
     other = connect()
+    failure: list[BaseException] = []
     try:
         with other.cursor() as cur:
             cur.execute("BEGIN")
@@ -571,7 +563,6 @@ def test_deadlock_victim_batch_is_run_again(
             cur.execute(f"UPDATE `{store.table}` SET value = 'x' WHERE `key` LIKE 'f%'")
             cur.execute(f"UPDATE `{store.table}` SET value = 'x' WHERE `key` = 'a'")
         done = threading.Event()
-        failure: list[BaseException] = []
 
         def batch() -> None:
             try:
@@ -587,11 +578,46 @@ def test_deadlock_victim_batch_is_run_again(
             cur.execute(f"UPDATE `{store.table}` SET value = 'x' WHERE `key` = 'b'")
             other.commit()
         thread.join(10)
-        assert done.is_set() and not failure, failure
+        assert done.is_set()
     finally:
         other.close()
+    return failure
+
+
+@pytest.mark.mariadb
+def test_deadlock_victim_batch_is_run_again(
+    store: MariaDBStorage, connect: Callable[[], Admin], caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[object] = []
+    transient = store._transient
+
+    def spy(exc: BaseException) -> bool:
+        seen.append(exc.args[0])
+        return transient(exc)
+
+    store._transient = spy  # type: ignore[method-assign]
+    caplog.set_level(logging.WARNING, logger="supervm_mariadb")
+    failure = lose_a_deadlock(store, connect)
+    assert not failure, failure
     assert seen == [1213]  # ER_LOCK_DEADLOCK, once: the batch ran again and landed
     assert store.get(b"a") == b"store" and store.get(b"b") == b"store"
+    assert store.conflicts_retried == 1
+    (record,) = [r for r in caplog.records if r.name == "supervm_mariadb"]
+    assert "MariaDB batch" in record.getMessage()
+    assert "lost a write conflict (1213); running it again (1 of 5)" in record.getMessage()
+
+
+@pytest.mark.mariadb
+def test_without_conflict_retries_a_deadlock_victim_batch_fails_and_changes_nothing(
+    table_url: str, with_options: Callable[..., str], connect: Callable[[], Admin]
+) -> None:
+    with open_maria(with_options(table_url, conflict_retries="0")) as store:
+        failure = lose_a_deadlock(store, connect)
+        assert len(failure) == 1 and isinstance(failure[0], StorageError), failure
+        assert "Deadlock" in str(failure[0])
+        assert store.conflicts_retried == 0
+        # The other transaction's values, nothing of the failed batch.
+        assert store.get(b"a") == b"x" and store.get(b"b") == b"x"
 
 
 @pytest.mark.mariadb

@@ -11,13 +11,26 @@ so a scan is one view of the table however slowly it is consumed. The store's
 own connection runs in autocommit mode at ``READ COMMITTED`` (no gap locks
 between concurrent writers), with ``STRICT_ALL_TABLES`` and
 ``NO_ENGINE_SUBSTITUTION``.
+
+On a Galera cluster the URL may name several nodes (``?hosts=``; see
+:mod:`supervm_mariadb.nodes`): a lost connection is made again to the next
+usable node and the statement or batch run again there. A transaction that
+Galera aborts on a certification conflict with another node's commit (error
+1213, as an InnoDB deadlock victim gets) is rolled back whole; it is run again
+up to ``conflict_retries`` times, each retry logged, after a short random pause.
+``causal_reads=true`` makes every read wait until the node has applied every
+transaction committed anywhere in the cluster before the read began
+(``wsrep_sync_wait=1``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -38,6 +51,7 @@ from supervm.errors import (
     StoreNotFoundError,
 )
 from supervm.url import StorageURL
+from supervm_mariadb.nodes import DEFAULT_PORT, Address, NodeList, parse_hosts, unique
 from supervm_sql.store import (
     COMMON_OPTIONS,
     DEFAULT_TABLE,
@@ -47,13 +61,27 @@ from supervm_sql.store import (
     _discard,
 )
 
-__all__ = ["DEFAULT_MAX_ALLOWED_PACKET", "MariaDBStorage", "ServerSettings", "max_value_size"]
+__all__ = [
+    "DEFAULT_CONFLICT_RETRIES",
+    "DEFAULT_MAX_ALLOWED_PACKET",
+    "MariaDBStorage",
+    "ServerSettings",
+    "max_value_size",
+]
 
 #: PyMySQL connection arguments taken from the URL query, by type.
 _INT_OPTIONS = ("connect_timeout", "read_timeout", "write_timeout")
 _STR_OPTIONS = ("unix_socket", "ssl_ca", "ssl_cert", "ssl_key", "program_name")
 _BOOL_OPTIONS = ("ssl_disabled", "ssl_verify_cert", "ssl_verify_identity")
 _DRIVER_OPTIONS = (*_INT_OPTIONS, *_STR_OPTIONS, *_BOOL_OPTIONS)
+#: URL options of this back end besides the common ones and the driver's.
+_OWN_OPTIONS = ("hosts", "causal_reads", "conflict_retries")
+#: Runs of a transaction after a write conflict, by default.
+DEFAULT_CONFLICT_RETRIES = 5
+#: Longest pause before a conflict retry, in seconds (doubling from a fifth of a ms).
+_MAX_CONFLICT_PAUSE = 0.05
+
+logger = logging.getLogger("supervm_mariadb")
 
 #: Session settings of every connection: errors instead of silent truncation,
 #: and no silent fall back from InnoDB to an engine without transactions.
@@ -93,6 +121,20 @@ def max_value_size(max_allowed_packet: int) -> int:
     return (max_allowed_packet - _STATEMENT_OVERHEAD) // 2 - MAX_KEY_SIZE
 
 
+def _addresses(
+    host: str | None, port: int | None, hosts: Sequence[str | Address] | str | None
+) -> tuple[Address, ...]:
+    """The store's nodes: ``host:port`` (when given), then ``hosts``, each once."""
+    first = [Address(host or "localhost", port or DEFAULT_PORT)] if host or not hosts else []
+    if hosts is None:
+        more: tuple[Address, ...] = ()
+    elif isinstance(hosts, str):
+        more = parse_hosts(hosts)
+    else:
+        more = tuple(h if isinstance(h, Address) else parse_hosts(h)[0] for h in hosts)
+    return unique([*first, *more])
+
+
 def _code(exc: BaseException) -> int | None:
     """The MySQL error number of a PyMySQL exception, if it has one."""
     args = getattr(exc, "args", ())
@@ -109,6 +151,8 @@ class ServerSettings:
     log_bin: bool
     sync_binlog: int
     binlog_format: str
+    #: Whether the server is a Galera node (``wsrep_on=ON``).
+    galera: bool = False
 
     @property
     def durable(self) -> bool:
@@ -132,6 +176,8 @@ _SETTINGS_SQL = (
     "SELECT VERSION(), @@max_allowed_packet, @@innodb_flush_log_at_trx_commit, "
     "@@log_bin, @@sync_binlog, @@binlog_format"
 )
+#: Empty on MySQL, OFF on a MariaDB server that is not a Galera node.
+_WSREP_SQL = "SHOW VARIABLES LIKE 'wsrep_on'"
 
 
 class MariaDBStorage(SQLStorage):
@@ -141,7 +187,8 @@ class MariaDBStorage(SQLStorage):
     dialect_backend = "mariadb"
     url_form = (
         "mariadb[+pymysql]://USER[:PASSWORD]@HOST[:PORT]/DBNAME (or mysql[+pymysql]://)"
-        "[?table=NAME&retries=N&sync=BOOL&create=BOOL&connect_timeout=S&ssl_ca=PATH&...]"
+        "[?table=NAME&hosts=HOST:PORT,...&causal_reads=BOOL&conflict_retries=N&retries=N"
+        "&sync=BOOL&create=BOOL&connect_timeout=S&ssl_ca=PATH&...]"
     )
     driver_hint = (
         "this back end drives MariaDB and MySQL with PyMySQL; use mariadb://, "
@@ -161,8 +208,11 @@ class MariaDBStorage(SQLStorage):
     _opening: bool
     _database: str
     _server: ServerSettings | None
-    _connect_args: dict[str, Any]
     _delete_sql: dict[int, str]
+    _nodes: NodeList
+    _causal: bool
+    _conflict_retries: int
+    _conflicts: int
 
     # -- opening ---------------------------------------------------------------
 
@@ -179,13 +229,21 @@ class MariaDBStorage(SQLStorage):
         sync: bool | None = None,
         create: bool = True,
         flavour: str = "mariadb",
+        hosts: Sequence[str | Address] | str | None = None,
+        causal_reads: bool = False,
+        conflict_retries: int = DEFAULT_CONFLICT_RETRIES,
         **driver_args: Any,
     ) -> None:
         """Open (with ``create``, make) the store in ``table`` of ``database``.
 
         ``sync``: ``True`` insists that the server commits durably, ``None``
         (or ``False``) takes the server's settings. ``flavour`` is ``"mariadb"``
-        or ``"mysql"`` (the SQLAlchemy dialect). ``driver_args`` are PyMySQL
+        or ``"mysql"`` (the SQLAlchemy dialect). ``hosts``: more nodes of the
+        same Galera cluster (``"HOST:PORT,..."`` or a sequence), tried after
+        ``host:port`` when a node is unusable. ``causal_reads``: every read
+        waits for the node to catch up with the cluster (Galera only).
+        ``conflict_retries``: runs of a transaction after a write conflict
+        (error 1213). ``driver_args`` are PyMySQL
         connection arguments: ``connect_timeout``, ``read_timeout``,
         ``write_timeout``, ``unix_socket``, ``ssl_ca``, ``ssl_cert``,
         ``ssl_key``, ``program_name``, ``ssl_disabled``, ``ssl_verify_cert``,
@@ -199,7 +257,15 @@ class MariaDBStorage(SQLStorage):
             raise ValueError(f"flavour must be 'mariadb' or 'mysql', not {flavour!r}")
         if not database:
             raise InvalidURLError("a MariaDB store needs a database name")
+        if type(conflict_retries) is not int or conflict_retries < 0:
+            raise ValueError(f"conflict_retries must be an int >= 0, got {conflict_retries!r}")
+        if type(causal_reads) is not bool:
+            raise TypeError(f"causal_reads must be a bool, got {causal_reads!r}")
         options = SQLOptions(table=table, retries=retries, sync=sync, create=create)
+        socket = driver_args.get("unix_socket")
+        addresses = _addresses(host, port, hosts)
+        if socket and len(addresses) > 1:
+            raise InvalidURLError("unix_socket names one server; it cannot be used with hosts=")
         connect_args: dict[str, Any] = {
             "charset": "utf8mb4",
             "autocommit": True,
@@ -214,20 +280,24 @@ class MariaDBStorage(SQLStorage):
             port=port,
             database=database,
         )
-        socket = driver_args.get("unix_socket")
-        place = socket or f"{host or 'localhost'}:{port or 3306}"
+        self._nodes = NodeList(addresses, user=user, password=password, connect_args=connect_args)
+        place = socket or self._nodes.describe()
         self._create = options.create
         self._opening = True
         self._database = database
         self._server = None
-        self._connect_args = connect_args
         self._delete_sql = {}
-        engine = sqlalchemy.create_engine(sa_url, poolclass=NullPool, connect_args=connect_args)
+        self._causal = causal_reads
+        self._conflict_retries = conflict_retries
+        self._conflicts = 0
+        engine = sqlalchemy.create_engine(
+            sa_url, poolclass=NullPool, creator=lambda: self._nodes.connect(database)
+        )
         self._start(engine, f"{place}/{database}", options)
 
     @classmethod
     def _open(cls, url: StorageURL, raw: str) -> SQLStorage:
-        url.reject_unknown_options((*COMMON_OPTIONS, *_DRIVER_OPTIONS))
+        url.reject_unknown_options((*COMMON_OPTIONS, *_DRIVER_OPTIONS, *_OWN_OPTIONS))
         options = SQLOptions(url)
         driver_args: dict[str, Any] = {}
         for name in _INT_OPTIONS:
@@ -239,6 +309,7 @@ class MariaDBStorage(SQLStorage):
         for name in _BOOL_OPTIONS:
             if name in url.options:
                 driver_args[name] = url.bool_option(name, False)
+        hosts = parse_hosts(url.options["hosts"]) if "hosts" in url.options else None
         try:
             sa_url = make_url(raw)
         except sqlalchemy.exc.ArgumentError:
@@ -258,6 +329,9 @@ class MariaDBStorage(SQLStorage):
             sync=options.sync,
             create=options.create,
             flavour="mysql" if url.backend == "mysql" else "mariadb",
+            hosts=hosts,
+            causal_reads=url.bool_option("causal_reads", False),
+            conflict_retries=url.int_option("conflict_retries", DEFAULT_CONFLICT_RETRIES),
             **driver_args,
         )
 
@@ -277,23 +351,13 @@ class MariaDBStorage(SQLStorage):
 
     def _create_database(self) -> None:
         """``CREATE DATABASE IF NOT EXISTS`` the URL's database (opening with ``create``)."""
-        url = self._engine.url.set(database="")
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=self._connect_args)
-        name = engine.dialect.identifier_preparer.quote_identifier(self._database)
+        name = self._engine.dialect.identifier_preparer.quote_identifier(self._database)
+        conn = self._nodes.connect(None)
         try:
-            raw = engine.raw_connection()
-            try:
-                conn = cast("Connection[Cursor]", raw.driver_connection)
-                with conn.cursor() as cur:
-                    cur.execute(f"CREATE DATABASE IF NOT EXISTS {name}")
-            finally:
-                raw.close()
-        except sqlalchemy.exc.DBAPIError as exc:
-            if exc.orig is not None:
-                raise exc.orig from exc
-            raise
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS {name}")
         finally:
-            engine.dispose()
+            conn.close()
 
     def _configure(self, conn: Connection[Cursor]) -> None:
         if self._server is None:
@@ -302,12 +366,17 @@ class MariaDBStorage(SQLStorage):
                 row = cur.fetchone()
             assert row is not None
             version, packet, flush, log_bin, sync_binlog, binlog_format = row
+            with conn.cursor() as cur:
+                cur.execute(_WSREP_SQL)
+                wsrep = cur.fetchone()
             self._server = ServerSettings(
                 str(version), int(packet), int(flush), bool(log_bin), int(sync_binlog),
-                str(binlog_format),
+                str(binlog_format), galera=wsrep is not None and str(wsrep[1]).upper() == "ON",
             )  # fmt: skip
         with conn.cursor() as cur:
             cur.execute(f"SET SESSION TRANSACTION ISOLATION LEVEL {self._server.isolation}")
+            if self._causal and self._server.galera:
+                cur.execute("SET SESSION wsrep_sync_wait = 1")
 
     def _key_type(self) -> sqlalchemy.types.TypeEngine[Any]:
         return sqlalchemy.VARBINARY(MAX_KEY_SIZE)
@@ -367,6 +436,26 @@ class MariaDBStorage(SQLStorage):
         assert self._server is not None
         return self._server
 
+    @property
+    def node(self) -> Address:
+        """The node the store's connections go to now (the first usable of its hosts)."""
+        return self._nodes.current
+
+    @property
+    def nodes(self) -> tuple[Address, ...]:
+        """Every node the store may use, in the order it tries them."""
+        return self._nodes.addresses
+
+    @property
+    def failovers(self) -> int:
+        """How many times the store's connections moved to another node."""
+        return self._nodes.failovers
+
+    @property
+    def conflicts_retried(self) -> int:
+        """Transactions run again after a write conflict (error 1213), since opening."""
+        return self._conflicts
+
     def connection_id(self) -> int:
         """The server's id of the store's connection (``CONNECTION_ID()``; ``KILL`` takes it)."""
         self._check_open()
@@ -391,6 +480,18 @@ class MariaDBStorage(SQLStorage):
         # A deadlock victim's transaction is rolled back whole (as is a Galera
         # certification failure): running it again is safe.
         return _code(exc) == _ER_LOCK_DEADLOCK
+
+    def _transient_budget(self) -> int:
+        return self._conflict_retries
+
+    def _before_transient_retry(self, exc: BaseException, doing: str, attempt: int) -> None:
+        self._conflicts += 1
+        pause = random.uniform(0, min(_MAX_CONFLICT_PAUSE, 0.0002 * 2**attempt))
+        logger.warning(
+            "MariaDB %s on %s lost a write conflict (%s); running it again (%d of %d) in %.1f ms",
+            doing, self._nodes.current, _code(exc), attempt, self._conflict_retries, pause * 1000,
+        )  # fmt: skip
+        time.sleep(pause)
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
         if _code(exc) == _ER_LOCK_WAIT_TIMEOUT:

@@ -414,45 +414,53 @@ class SQLStorage(RangeScanStorage):
             _discard(old)
         self._use(*self._open_connection())
 
+    def _transient_budget(self) -> int:
+        """How many times a :meth:`_transient` failure is run again (``retries`` by default)."""
+        return self._retries
+
+    def _before_transient_retry(self, exc: BaseException, doing: str, attempt: int) -> None:
+        """Called before the ``attempt``-th rerun after a :meth:`_transient` failure."""
+
     def _recover(self, exc: BaseException, run: Callable[[], _T], doing: str) -> _T:
         """Handle a driver error raised by ``run``; the store lock is held.
 
         A lost connection is made again and ``run`` retried, up to the
-        ``retries`` option, as is a :meth:`_transient` failure (on the same
-        connection); any other error is raised as a storage error.
+        ``retries`` option; a :meth:`_transient` failure is run again on the
+        same connection, up to :meth:`_transient_budget` times; any other
+        error is raised as a storage error.
         """
         if self._closed:
             raise StorageClosedError(f"{type(self).__name__} is closed") from None
-        lost = self._lost(exc)
-        if not lost and not self._transient(exc):
-            raise self._error(exc, doing) from exc
-        budget = self._retries
-        if lost:
-            # A call on a connection already known to be dead sent nothing: the first
-            # reconnection is not a retry.
-            budget += 1 if self._dead else 0
-            self._dead = True
-        while budget > 0:
-            budget -= 1
+        # A call on a connection already known to be dead sent nothing: the first
+        # reconnection is not a retry.
+        reconnects = self._retries + (1 if self._dead else 0)
+        reruns = self._transient_budget()
+        attempt = 0
+        while True:
+            lost = self._lost(exc)
+            if lost:
+                self._dead = True
+                if reconnects <= 0:
+                    raise StorageConnectionError(
+                        f"lost the connection to {self._kind} at {self._where} ({doing}): {exc}",
+                        original=exc,
+                    ) from exc
+                reconnects -= 1
+            elif self._transient(exc) and reruns > 0:
+                reruns -= 1
+                attempt += 1
+                self._before_transient_retry(exc, doing, attempt)
+            else:
+                raise self._error(exc, doing) from exc
             try:
                 if lost:
                     self._reconnect()
                 result = run()
             except self._driver_error as again:
-                lost = self._lost(again)
-                if not lost and not self._transient(again):
-                    raise self._error(again, doing) from again
-                self._dead = self._dead or lost
                 exc = again
                 continue
             self._dead = False
             return result
-        if not lost:
-            raise self._error(exc, doing) from exc
-        raise StorageConnectionError(
-            f"lost the connection to {self._kind} at {self._where} ({doing}): {exc}",
-            original=exc,
-        ) from exc
 
     def _run(self, run: Callable[[], _T], doing: str) -> _T:
         """``run()`` on the store's connection under its lock, recovering from driver errors."""
