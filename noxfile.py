@@ -102,7 +102,7 @@ def types(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Benchmarks (bench/RESULTS.md): storage, VM and chain ratios, then bench.mvmemory.
+    """Benchmarks (bench/RESULTS.md): storage, VM and chain ratios, bench.mvmemory, bench.galera.
 
     nox -s bench              # print each benchmark's table
     nox -s bench -- DIR       # also write DIR/storage.json, DIR/vm.json, DIR/chain.json;
@@ -117,6 +117,12 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", f"bench.{name}", *json_args)
     if (ROOT / "bench" / "mvmemory.py").exists():
         session.run("python", "-m", "bench.mvmemory")
+    # The Galera benchmark starts a 3-node cluster of its own (needs mariadb-server, galera-4).
+    if Path("/usr/lib/galera/libgalera_smm.so").exists() and shutil.which("rsync"):
+        json_args = ["--json", str(out / "galera.json")] if out is not None else []
+        session.run("python", "-m", "bench.galera", *json_args)
+    else:
+        session.log("bench.galera not run: MariaDB Galera is not installed (galera-4, rsync)")
 
 
 def _have_leveldb_headers() -> bool:
