@@ -104,7 +104,9 @@ def test_blocks_committed_through_node_1_are_read_on_nodes_2_and_3(
 
 def sessions_in(cluster: Cluster, node: int, database: str) -> int:
     with cluster.connect(node) as conn, conn.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (database,))
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (database,)
+        )
         row = cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -167,6 +169,26 @@ def test_killing_the_serving_node_during_commits_fails_over_and_loses_nothing(
         rejoined.close()
 
 
+def race(writers: dict[bytes, MariaDBStorage], keys: list[bytes], tag: int) -> list[BaseException]:
+    """Each writer writes ``NAME/tag`` to every key in one batch, all starting together."""
+    barrier = threading.Barrier(len(writers))
+    failures: list[BaseException] = []
+
+    def write(name: bytes, store: MariaDBStorage) -> None:
+        barrier.wait()
+        try:
+            store.write_batch([(key, b"%s/%d" % (name, tag)) for key in keys])
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=item) for item in writers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(STALL_SECONDS)
+    return failures
+
+
 def test_two_writers_on_two_nodes_conflict_one_retries_and_one_serial_order_wins(
     galera: Cluster, database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -181,21 +203,7 @@ def test_two_writers_on_two_nodes_conflict_one_retries_and_one_serial_order_wins
         caplog.set_level(logging.WARNING, logger="supervm_mariadb")
         while rounds < 40 and one.conflicts_retried + two.conflicts_retried == 0:
             rounds += 1
-            barrier = threading.Barrier(2)
-            failures: list[BaseException] = []
-
-            def write(name: bytes, store: MariaDBStorage, tag: int = rounds) -> None:
-                barrier.wait()
-                try:
-                    store.write_batch([(key, b"%s/%d" % (name, tag)) for key in keys])
-                except BaseException as exc:
-                    failures.append(exc)
-
-            threads = [threading.Thread(target=write, args=item) for item in writers.items()]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(STALL_SECONDS)
+            failures = race(writers, keys, rounds)
             assert not failures, failures
             # Every key holds the value of the same writer: one of the two serial orders.
             values = {value for _, value in check.scan(b"shared/")}
