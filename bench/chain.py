@@ -56,9 +56,11 @@ import supervm
 from bench.harness import Cycle, Pair, Session, Side, add_arguments, say
 from bench.vm import Transfers, bare_side
 from supervm.chain import Block, BlockResult, Chain, Transaction, workload
-from supervm.chain.block import GENESIS_DIGEST, receipts_root, state_digest
-from supervm.layout import DIGEST_KEY, HEIGHT_KEY, block_key
+from supervm.chain.block import encode_transactions, receipts_root, transactions_root
+from supervm.chain.header import ZERO_HASH, BlockHeader
+from supervm.layout import HEIGHT_KEY, block_key, hash_key, header_key
 from supervm.memory import MemoryStorage
+from supervm.tree import JellyfishTree
 
 ROOT = Path(__file__).resolve().parent.parent
 HASHER = (ROOT / "examples" / "contracts" / "hasher.wasm").read_bytes()
@@ -155,7 +157,7 @@ def hot_accounts(threads: int, txs: int, hot: int, stack: ExitStack) -> list[Pai
     token = chain.deploy(workload.token_code())
     users = workload.accounts(hot)
     workload.setup(chain, token, users)
-    height, _ = chain.head()
+    height = chain.head().height
     transfers = workload.transfers(token, users, txs, 1, oversized=0.0)
     block = Block(height + 1, height + 1, tuple(transfers))
     reference = chain.execute(block, mode="sequential")
@@ -218,7 +220,7 @@ def sequential_transfers(count: int, accounts: int, min_block: int, stack: ExitS
     token = chain.deploy(workload.token_code())
     work = Transfers.make(count, accounts, token)
     workload.setup(chain, token, work.users)
-    height, _ = chain.head()
+    height = chain.head().height
     cycle = Cycle(work.txs)
 
     def prepare(n: int) -> Callable[[], object]:
@@ -252,10 +254,12 @@ def synthetic_result(keys: int) -> BlockResult:
         (b"c" + contract + b"bal/" + i.to_bytes(4, "big") * 5, struct.pack("<Q", i * 7919))
         for i in range(keys)
     )
-    return BlockResult(
-        height=1, timestamp=1, receipts=(), write_set=writes, parent_digest=GENESIS_DIGEST,
-        state_digest=state_digest(GENESIS_DIGEST, 1, writes), receipts_root=receipts_root(()),
+    tree = JellyfishTree(MemoryStorage()).update(1, writes, base_version=None)
+    header = BlockHeader(
+        height=1, parent_hash=ZERO_HASH, timestamp=1, transactions_root=transactions_root(()),
+        state_root=tree.root_hash, receipts_root=receipts_root(()),
     )  # fmt: skip
+    return BlockResult(header, (), writes, tree, ())
 
 
 class _Fresh:
@@ -307,7 +311,7 @@ def rocksdb_commit(keys: int, workdir: Path, stack: ExitStack) -> Pair:
         return body
 
     def ours_check(chain: Any) -> None:
-        assert chain.head() == (1, result.state_digest)
+        assert chain.head() == (1, result.block_hash, result.state_root)
         assert chain.storage.get(probe_key) == probe_value
 
     def raw_prepare(n: int) -> Callable[[], object]:
@@ -320,14 +324,18 @@ def rocksdb_commit(keys: int, workdir: Path, stack: ExitStack) -> Pair:
         raw_dbs.keep(path, db.close)
 
         def body() -> object:
-            # The same entries Chain.commit writes: the write set and the block's metadata.
+            # The same entries Chain.commit writes: the write set, the tree's nodes
+            # (computed before, as execution does) and the block's records.
             wb = WriteBatch(raw_mode=True)
             put = wb.put
             for key, value in result.write_set:
                 put(key, value)
+            for key, value in result.tree.writes:
+                put(key, value)
+            put(header_key(1), result.header.encode())
+            put(block_key(1), encode_transactions(()))
+            put(hash_key(result.block_hash), struct.pack(">Q", 1))
             put(HEIGHT_KEY, struct.pack(">Q", 1))
-            put(DIGEST_KEY, result.state_digest)
-            put(block_key(1), result.state_digest + result.receipts_root)
             db.write(wb)
             return db
 

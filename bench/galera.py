@@ -147,7 +147,7 @@ def one_failover(cluster: galera_cluster.Cluster, url: str, seed: int) -> float:
             try:
                 n = 0
                 while not stop.is_set():
-                    height, _ = chain.head()
+                    height = chain.head().height
                     txs = workload.transfers(token, users, BLOCK_TXS, seed * 100_000 + n)
                     chain.apply(Block(height + 1, height + 1, tuple(txs)), mode="sequential")
                     committed.append(time.perf_counter())

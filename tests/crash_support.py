@@ -23,12 +23,12 @@ from typing import IO
 import pytest
 
 import supervm
-from supervm.chain import Chain
-from supervm.chain.block import GENESIS_DIGEST
-from supervm.layout import STATE_PREFIX
+from supervm.chain import GENESIS, Chain
+from supervm.layout import STATE_PREFIX, in_state_tree
 from supervm.storage import Storage
+from supervm.tree.rebuild import root_of
 
-from .crash_worker import build_block, token_code
+from .crash_worker import TOKEN, build_block
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "crash_worker.py"
@@ -43,7 +43,7 @@ class Replay:
         self.seed = seed
         self.store = supervm.open_storage("memory://")
         self.chain = Chain(self.store, threads=1)
-        self.token = self.chain.deploy(token_code())
+        self.token = TOKEN
         self.height = 0
 
     def extend_to(self, height: int) -> None:
@@ -52,10 +52,10 @@ class Replay:
             self.chain.apply(block, mode="sequential")
             self.height += 1
 
-    def digest(self, height: int) -> bytes:
-        record = self.chain.block_record(height)
-        assert record is not None
-        return record[0]
+    def block_hash(self, height: int) -> bytes:
+        header = self.chain.header(height)
+        assert header is not None
+        return header.hash
 
 
 class Worker:
@@ -172,7 +172,7 @@ def check_store(
     """Every recovery property for one kill; returns the head."""
     chain = Chain(store, threads=1)
     try:
-        head, digest = chain.head()
+        head, block_hash, state_root = chain.head()
         run_top = max(worker.acks, default=0)
         confirmed = max(resumed_from, run_top)
         if head < confirmed:
@@ -187,20 +187,27 @@ def check_store(
             tally.unacked_committed += 1
 
         replay.extend_to(head)
-        expected = GENESIS_DIGEST if head == 0 else replay.digest(head)
-        assert digest == expected, f"head {head} holds a digest the chain never had"
+        expected = GENESIS if head == 0 else replay.chain.head()
+        assert (head, block_hash, state_root) == expected, (
+            f"head {head} is a block the chain never had"
+        )
         if worker.acks and head == run_top:
-            assert digest == worker.acks[head]
+            assert block_hash == worker.acks[head]
         for height, acked in worker.acks.items():
-            assert acked == replay.digest(height), f"ACK {height} does not match the replay"
+            assert acked == replay.block_hash(height), f"ACK {height} does not match the replay"
         for height in range(1, head + 1):
-            assert chain.block_record(height) == replay.chain.block_record(height), height
-        assert chain.block_record(head + 1) is None
+            assert chain.header(height) == replay.chain.header(height), height
+            assert chain.block(height) == replay.chain.block(height), height
+        assert chain.header(head + 1) is None
+        # The root is the state's: recomputed from the store's pairs, it is the same.
+        assert state_root == root_of({k: v for k, v in store.scan(b"") if in_state_tree(k)})
+        if head:
+            assert chain.tree.check(head) >= 1
 
         namespace = STATE_PREFIX + replay.token
         state = dict(store.scan(namespace))
         assert state == dict(replay.store.scan(namespace))
-        assert bool(state) == (head > 0)
+        assert bool(state) == (head > 1)
         assert dict(store.scan()) == dict(replay.store.scan())
         return head
     finally:

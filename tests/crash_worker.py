@@ -2,23 +2,22 @@
 
 Usage: ``python crash_worker.py URL START_HEIGHT COUNT SEED``
 
-Opens the store at ``URL`` and deploys the token contract (idempotent).
-``START_HEIGHT`` is the height the caller expects the next block to have (the
-chain's head + 1); a mismatch exits with status 3. The worker then commits
-blocks ``head + 1``, ``head + 2``, ... built by :func:`build_block` from
-``(SEED, height)`` alone, ``COUNT`` of them, or forever when ``COUNT`` is 0. On
-an empty chain the first of them is the genesis block (height 1), which mints
-balances to every account.
+Opens the store at ``URL``. ``START_HEIGHT`` is the height the caller expects
+the next block to have (the chain's head + 1); a mismatch exits with status 3.
+The worker then commits blocks ``head + 1``, ``head + 2``, ... built by
+:func:`build_block` from ``(SEED, height)`` alone, ``COUNT`` of them, or
+forever when ``COUNT`` is 0. Block 1 deploys the token contract and block 2
+mints balances to every account.
 
 Protocol on stdout, one flushed line per event:
 
-- ``READY <head>``: the store is open and the contract deployed.
+- ``READY <head>``: the store is open.
 - ``EXECUTED <height>``: the block has been executed; its commit comes next.
-- ``ACK <height> <state digest hex>``: :meth:`Chain.apply` returned, the block
+- ``ACK <height> <block hash hex>``: :meth:`Chain.apply` returned, the block
   is committed.
 
-The test imports :func:`build_block`, :func:`token_code` and :data:`ACCOUNTS`
-to replay the same chain independently.
+The test imports :func:`build_block`, :data:`TOKEN` and :data:`ACCOUNTS` to
+replay the same chain independently.
 """
 
 from __future__ import annotations
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import supervm
 from supervm.chain import Block, Chain, Transaction
+from supervm.chain.chain import DEPLOYER
+from supervm.vm.runtime import DEPLOY_ADDRESS, DEPLOY_METHOD, contract_address, deploy_input
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_WASM = ROOT / "examples" / "contracts" / "token.wasm"
@@ -49,6 +50,10 @@ def token_code() -> bytes:
     return TOKEN_WASM.read_bytes()
 
 
+#: The token's address (the contract block 1 deploys).
+TOKEN = contract_address(token_code())
+
+
 def u64(n: int) -> bytes:
     return struct.pack("<Q", n)
 
@@ -56,8 +61,8 @@ def u64(n: int) -> bytes:
 def build_block(token: bytes, seed: int, height: int) -> Block:
     """Block ``height`` of the chain for ``seed``: a function of ``(seed, height)`` only.
 
-    Height 1 mints large balances to even accounts and tiny ones to odd
-    accounts. Later blocks hold 50-200 calls: mostly transfers, whose small
+    Height 1 deploys the token; height 2 mints large balances to even accounts
+    and tiny ones to odd accounts. Later blocks hold 50-200 calls: mostly transfers, whose small
     amounts often drain a tiny balance (a deleted key) and whose huge amounts
     revert, plus owner mints, mints by others (revert) and malformed input
     (revert).
@@ -66,6 +71,10 @@ def build_block(token: bytes, seed: int, height: int) -> Block:
     timestamp = GENESIS_TIMESTAMP + height
     txs: list[Transaction] = []
     if height == 1:
+        deploy = deploy_input(token_code())
+        txs.append(Transaction(DEPLOY_ADDRESS, DEPLOY_METHOD, deploy, sender=DEPLOYER))
+        return Block(height, timestamp, tuple(txs))
+    if height == 2:
         for i, account in enumerate(ACCOUNTS):
             amount = 1_000_000 if i % 2 == 0 else rng.randint(1, 30)
             txs.append(Transaction(token, "mint", account + u64(amount), sender=OWNER))
@@ -105,8 +114,8 @@ def main(argv: list[str]) -> int:
     url, start, count, seed = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     storage = supervm.open_storage(url)
     chain = Chain(storage, threads=1)
-    token = chain.deploy(token_code())
-    head, _ = chain.head()
+    token = TOKEN
+    head = chain.head().height
     if head + 1 != start:
         sys.stderr.write(f"expected to start at height {start}, but the head is {head}\n")
         return 3
@@ -120,7 +129,7 @@ def main(argv: list[str]) -> int:
                 say(f"EXECUTED {height}")
 
         result = chain.apply(build_block(token, seed, height), mode="sequential", progress=executed)
-        say(f"ACK {height} {result.state_digest.hex()}")
+        say(f"ACK {height} {result.block_hash.hex()}")
         head = height
         committed += 1
     chain.close()

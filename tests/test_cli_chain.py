@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = ROOT / "examples" / "contracts"
 PACKAGED_TOKEN = ROOT / "supervm-core" / "src" / "supervm" / "contracts" / "token.wasm"
 ALICE, BOB = "0a" * 20, "0b" * 20
-HEIGHT_KEY, DIGEST_KEY = b"meta/height".hex(), b"meta/digest".hex()
+HEIGHT_KEY = b"meta/height".hex()
+
+
+def header_key(height: int) -> str:
+    return (b"meta/header/" + struct.pack(">Q", height)).hex()
 
 
 def stored(key_hex: str, store: str, home: Path) -> str | None:
@@ -36,10 +40,11 @@ def test_demo_runs_twice_and_continues_the_chain(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stderr == "", "no progress bar when stderr is not a terminal"
     out = first.stdout
-    assert "block 1 minted 1,000,000,000 each to 1,000 of them" in out
-    assert "block 2: 300 transfers" in out
+    # Block 1 deploys the token, block 2 mints, block 3 holds the transfers.
+    assert "block 2 minted 1,000,000,000 each to 1,000 of them" in out
+    assert "block 3: 300 transfers" in out
     assert "agreement:   yes" in out
-    assert "committed block 2, state digest " in out
+    assert "committed block 3 " in out and ", state root " in out
     assert "parallel:" in out and "sequential:" in out and "tx/s" in out
     assert "best of 3 alternating runs per mode, after a warm-up" in out
     assert (tmp_path / "rocksdb").is_dir(), "the demo runs on the embedded default store"
@@ -51,7 +56,7 @@ def test_demo_runs_twice_and_continues_the_chain(tmp_path: Path) -> None:
     report = json.loads(second.stdout)
     assert report["agree"] is True and report["committed"] is True
     assert report["setup"] is None, "accounts minted by the first run need no new mint"
-    assert report["block"] == report["height"] == 3
+    assert report["block"] == report["height"] == 4
     assert report["seed"] == 7 and report["transactions"] == 300 and report["rounds"] == 2
     assert sum(report["statuses"].values()) == 300
     assert report["ok"] + report["reverted"] == 300 and report["ok"] > 250
@@ -66,11 +71,13 @@ def test_demo_runs_twice_and_continues_the_chain(tmp_path: Path) -> None:
         assert parallel["fallback_reason"]
     # What the summary reports is what the store holds.
     store = report["store"]
-    assert stored(HEIGHT_KEY, store, tmp_path) == struct.pack(">Q", 3).hex()
-    assert stored(DIGEST_KEY, store, tmp_path) == report["state_digest"]
-    supply = supervm("call", report["contract"], "total_supply", "--store", store, "--json",
-                     home=tmp_path)  # fmt: skip
+    assert stored(HEIGHT_KEY, store, tmp_path) == struct.pack(">Q", 4).hex()
+    header = bytes.fromhex(stored(header_key(4), store, tmp_path) or "")
+    assert header[-64:-32].hex() == report["state_root"]
+    supply = supervm("call", report["contract"], "total_supply", "--view", "--store", store,
+                     "--json", home=tmp_path)  # fmt: skip
     assert json.loads(supply.stdout)["return_data"] == struct.pack("<Q", 1000 * 10**9).hex()
+    assert stored(HEIGHT_KEY, store, tmp_path) == struct.pack(">Q", 4).hex(), "--view commits"
 
 
 def test_demo_on_another_store_and_bad_arguments(tmp_path: Path) -> None:
@@ -79,8 +86,8 @@ def test_demo_on_another_store_and_bad_arguments(tmp_path: Path) -> None:
                   "--json", home=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["store"] == store and report["height"] == 2 and report["agree"]
-    assert report["setup"] == {"height": 1, "minted": 5}
+    assert report["store"] == store and report["height"] == 3 and report["agree"]
+    assert report["setup"] == {"height": 2, "minted": 5}
     assert not (tmp_path / "rocksdb").exists()
 
     unknown = supervm("demo", "--txs", "10", "--store", "nope://x", home=tmp_path)
@@ -116,17 +123,21 @@ def test_block_file(tmp_path: Path) -> None:
                       "--json", home=tmp_path)  # fmt: skip
         assert out.returncode == 0, out.stderr
         reports[mode] = report = json.loads(out.stdout)
-        assert report["height"] == 1 and report["transactions"] == 4
+        # Block 1 deploys the counter; the file's calls are block 2.
+        assert report["height"] == 2 and report["transactions"] == 4
         assert [r["line"] for r in report["receipts"]] == [3, 4, 5, 6]
         statuses = [r["status"] for r in report["receipts"]]
         # BOB may not write the counter ALICE owns; everyone may read it.
         assert statuses == ["ok", "ok", "forbidden", "ok"], report["receipts"]
         assert report["receipts"][3]["return_data"] == struct.pack("<Q", 2).hex()
         assert report["deployed"][0]["line"] == 1
-        assert stored(DIGEST_KEY, store, tmp_path) == report["state_digest"]
+        header = bytes.fromhex(stored(header_key(2), store, tmp_path) or "")
+        assert header[-64:-32].hex() == report["state_root"]
+        assert header[-96:-64].hex() == report["transactions_root"]
+        assert header[-32:].hex() == report["receipts_root"]
     assert reports["parallel"]["execution"]["owned_fast_path"] == 2
     assert reports["sequential"]["execution"]["mode"] == "sequential"
-    for field in ("state_digest", "receipts_root", "receipts"):
+    for field in ("state_root", "block_hash", "transactions_root", "receipts_root", "receipts"):
         assert reports["parallel"][field] == reports["sequential"][field]
 
     # The next block continues the chain; the human summary names it.
@@ -137,8 +148,8 @@ def test_block_file(tmp_path: Path) -> None:
     out = supervm("block", str(again), "--store", f"rocksdb://{tmp_path}/parallel", home=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "line 1: ok, gas " in out.stdout
-    assert "block 2: 1 transaction: 1 ok" in out.stdout
-    assert "state digest: " in out.stdout
+    assert "block 3: 1 transaction: 1 ok" in out.stdout
+    assert "state root: " in out.stdout and "block hash: " in out.stdout
 
 
 def test_block_on_the_default_store(tmp_path: Path) -> None:
@@ -146,7 +157,7 @@ def test_block_on_the_default_store(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "line 1: deployed counter.wasm at " in out.stdout
     assert "line 5: forbidden, gas " in out.stdout
-    assert "block 1: 4 transactions: 3 ok, 1 forbidden" in out.stdout
+    assert "block 2: 4 transactions: 3 ok, 1 forbidden" in out.stdout
     assert (tmp_path / "rocksdb").is_dir()
 
 

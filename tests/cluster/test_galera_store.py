@@ -21,11 +21,11 @@ import pytest
 from galera_cluster import Cluster
 
 import supervm
-from supervm.chain import Chain
+from supervm.chain import Chain, Head
 from supervm_mariadb import MariaDBStorage
 
 from ..crash_support import STALL_SECONDS, Replay, Tally, Worker, check_store
-from ..crash_worker import build_block, token_code
+from ..crash_worker import TOKEN, build_block
 
 pytestmark = pytest.mark.cluster
 
@@ -61,8 +61,8 @@ def open_store(url: str) -> MariaDBStorage:
     return store
 
 
-def chain_state(store: MariaDBStorage) -> tuple[tuple[int, bytes], dict[bytes, bytes]]:
-    """The chain's head (height, digest) and every pair in the store."""
+def chain_state(store: MariaDBStorage) -> tuple[Head, dict[bytes, bytes]]:
+    """The chain's head (height, block hash, state root) and every pair in the store."""
     chain = Chain(store, threads=1)
     try:
         return chain.head(), dict(store.scan())
@@ -77,26 +77,25 @@ def test_blocks_committed_through_node_1_are_read_on_nodes_2_and_3(
     try:
         assert writer.server_settings.galera and writer.server_settings.durable
         chain = Chain(writer, threads=2)
-        token = chain.deploy(token_code())
         for height in range(1, 9):
-            chain.apply(build_block(token, SEED, height))
+            chain.apply(build_block(TOKEN, SEED, height))
         written = chain_state(writer)
-        records = [chain.block_record(h) for h in range(1, 9)]
+        records = [chain.header(h) for h in range(1, 9)]
         chain.close()
     finally:
         writer.close()
-    assert written[0][0] == 8
+    assert written[0].height == 8
 
     replay = Replay(SEED)
     replay.extend_to(8)
-    assert written[0][1] == replay.digest(8)
+    assert written[0] == replay.chain.head()
     for node in (2, 3):
         reader = open_store(store_url(galera, database, node, causal_reads="true"))
         try:
             assert reader.node.port == galera.node(node).port
             assert chain_state(reader) == written
             reading = Chain(reader, threads=1)
-            assert [reading.block_record(h) for h in range(1, 9)] == records
+            assert [reading.header(h) for h in range(1, 9)] == records
             reading.close()
         finally:
             reader.close()

@@ -142,16 +142,24 @@ def _hex_arg(text: str, what: str) -> bytes:
         raise SystemExit(f"supervm: error: {what} {text!r} is not hexadecimal") from None
 
 
-def _runtime(args: argparse.Namespace, *, create: bool = True) -> Any:
+def _chain(args: argparse.Namespace, *, create: bool = True) -> Any:
+    """The chain on the store of ``--store`` (its runtime on the fast or the public path)."""
+    from supervm.chain import Chain, OwnershipRegistry
     from supervm.vm import Runtime
 
     url = args.store or default_store_url(create=create)
     storage = open_storage(url, create=create)
     try:
-        return Runtime(storage, fast=not args.public_api)
+        runtime = Runtime(storage, fast=not args.public_api, ownership=OwnershipRegistry(storage))
+        return Chain(storage, threads=1, runtime=runtime)
     except BaseException:
         storage.close()
         raise
+
+
+def _close(chain: Any) -> None:
+    chain.close()
+    chain.storage.close()
 
 
 def _print_receipt(receipt: Any, as_json: bool) -> None:
@@ -175,11 +183,12 @@ def _print_receipt(receipt: Any, as_json: bool) -> None:
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     code = Path(args.contract).read_bytes()
-    runtime = _runtime(args)
+    salt = _hex_arg(args.salt, "salt")
+    chain = _chain(args)
     try:
-        address = runtime.deploy(code, salt=_hex_arg(args.salt, "salt"))
+        address = chain.deploy(code, salt=salt)
     finally:
-        runtime.storage.close()
+        _close(chain)
     if args.json:
         print(json.dumps({"address": address.hex(), "code_size": len(code)}))
     else:
@@ -194,20 +203,26 @@ def _call_input(args: argparse.Namespace) -> bytes:
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
+    from supervm.chain import Block, Transaction
+
+    tx = Transaction(
+        _hex_arg(args.address, "address"), args.method, _call_input(args),
+        sender=_hex_arg(args.sender, "sender"), gas_limit=args.gas,
+    )  # fmt: skip
     # A call needs a deployed contract: a URL that holds no store is an error.
-    runtime = _runtime(args, create=False)
+    chain = _chain(args, create=False)
     try:
-        receipt = runtime.call(
-            _hex_arg(args.address, "address"),
-            args.method,
-            _call_input(args),
-            sender=_hex_arg(args.sender, "sender"),
-            gas_limit=args.gas,
-            block_height=args.height,
-            block_timestamp=args.timestamp,
-        )
+        height = chain.head().height + 1
+        if args.view:
+            receipt = chain.runtime.run(
+                tx.contract, tx.method, tx.input, sender=tx.sender, gas_limit=tx.gas_limit,
+                block_height=height, block_timestamp=args.timestamp, view=chain.storage,
+            )  # fmt: skip
+        else:
+            result = chain.apply(Block(height, args.timestamp, (tx,)), mode="sequential")
+            (receipt,) = result.receipts
     finally:
-        runtime.storage.close()
+        _close(chain)
     _print_receipt(receipt, args.json)
     return 0 if receipt.ok else 1
 
@@ -215,10 +230,10 @@ def _cmd_call(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from supervm.chain.txfile import run_transactions
 
-    runtime = _runtime(args)
+    chain = _chain(args)
     statuses: dict[str, int] = {}
     try:
-        for line_no, result in run_transactions(runtime, Path(args.file)):
+        for line_no, result in run_transactions(chain, Path(args.file)):
             if "receipt" in result:
                 receipt = result["receipt"]
                 statuses[receipt.status.value] = statuses.get(receipt.status.value, 0) + 1
@@ -233,7 +248,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else:
                 print(f"line {line_no}: deployed {result['deployed']} at {result['address'].hex()}")
     finally:
-        runtime.storage.close()
+        _close(chain)
     if not args.json:
         summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
         print(f"{sum(statuses.values())} calls: {summary or 'none'}")
@@ -374,7 +389,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         token = chain.deploy(workload.token_code(), salt=workload.DEMO_SALT)
         accounts = workload.accounts(args.accounts)
         setup = workload.setup(chain, token, accounts)
-        height, _ = chain.head()
+        height = chain.head().height
         seed = height + 1 if args.seed is None else args.seed
         txs = workload.transfers(token, accounts, args.txs, seed)
         block = Block(height + 1, int(time.time()), tuple(txs))
@@ -382,7 +397,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         agree = parallel.encode() == sequential.encode()
         if agree:
             chain.commit(parallel)
-        head, digest = chain.head()
+        head = chain.head()
     finally:
         chain.close()
         storage.close()
@@ -410,8 +425,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "speedup": round(sequential_s / parallel_s, 3) if parallel_s > 0 else None,
         "agree": agree,
         "committed": agree,
-        "height": head,
-        "state_digest": digest.hex(),
+        "height": head.height,
+        "block_hash": head.block_hash.hex(),
+        "state_root": head.state_root.hex(),
     }
     if args.json:
         print(json.dumps(report))
@@ -435,7 +451,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"({_describe_execution(parallel)})")  # fmt: skip
     print(f"  sequential:  {sequential_s:.3f} s, {_rate(count, sequential_s)}")
     if agree:
-        print("  agreement:   yes: identical receipts, write set and state digest")
+        print("  agreement:   yes: identical receipts, write set and state root")
     else:
         print("  agreement:   NO: parallel and sequential results differ; block not committed")
     if parallel.stats.mode == "parallel" and parallel_s > sequential_s:
@@ -446,7 +462,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "sequentially (within the process)"
         )
     if agree:
-        print(f"committed block {head}, state digest {digest.hex()}")
+        print(f"committed block {head.height} {head.block_hash.hex()}, state root "
+              f"{head.state_root.hex()}")  # fmt: skip
     return 0 if agree else 1
 
 
@@ -463,12 +480,12 @@ def _cmd_block(args: argparse.Namespace) -> int:
     chain = Chain(storage, threads=args.threads)
     try:
         deployed = [(d.line, d.name, address) for d, address in plan.prepare(chain)]
-        height, _ = chain.head()
+        height = chain.head().height
         timestamp = int(time.time()) if args.timestamp is None else args.timestamp
         block = plan.block(height + 1, timestamp)
         result, seconds = _timed_execute(chain, block, args.mode, args.mode)
         chain.commit(result)
-        head, digest = chain.head()
+        head = chain.head()
     finally:
         chain.close()
         storage.close()
@@ -488,12 +505,14 @@ def _cmd_block(args: argparse.Namespace) -> int:
                 {"line": number, **receipt.to_json()}
                 for number, receipt in zip(lines, receipts, strict=True)
             ],
-            "height": head,
+            "height": head.height,
+            "block_hash": head.block_hash.hex(),
             "timestamp": timestamp,
             "transactions": len(receipts),
             "statuses": _status_counts(receipts),
             "execution": _execution_json(result, seconds),
-            "state_digest": digest.hex(),
+            "state_root": head.state_root.hex(),
+            "transactions_root": result.header.transactions_root.hex(),
             "receipts_root": result.receipts_root.hex(),
         }
         print(json.dumps(report))
@@ -506,10 +525,11 @@ def _cmd_block(args: argparse.Namespace) -> int:
         error = f", {receipt.error}" if receipt.error else ""
         print(f"line {number}: {receipt.status.value}, gas {receipt.gas_used}{error}")
     statuses = ", ".join(f"{n:,} {status}" for status, n in _status_counts(receipts).items())
-    print(f"block {head}: {_plural(len(receipts), 'transaction')}: {statuses}")
+    print(f"block {head.height}: {_plural(len(receipts), 'transaction')}: {statuses}")
     print(f"execution: {_describe_execution(result)}; {seconds:.3f} s, "
           f"{_rate(len(receipts), seconds)}")  # fmt: skip
-    print(f"state digest: {digest.hex()}")
+    print(f"block hash: {head.block_hash.hex()}")
+    print(f"state root: {head.state_root.hex()}")
     return 0
 
 
@@ -570,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(deploy)
     deploy.set_defaults(func=_cmd_deploy)
 
-    call = sub.add_parser("call", help="call a contract method and print the receipt")
+    call = sub.add_parser(
+        "call", help="call a contract method in a block of its own; print the receipt"
+    )
     call.add_argument("address", help="contract address (hex)")
     call.add_argument("method")
     given = call.add_mutually_exclusive_group()
@@ -578,8 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--input-text", help="call input (UTF-8 text)")
     call.add_argument("--sender", default="00" * 20, help="sender address (hex)")
     call.add_argument("--gas", type=int, default=10_000_000, help="gas limit")
-    call.add_argument("--height", type=int, default=0, help="block height")
     call.add_argument("--timestamp", type=int, default=0, help="block timestamp")
+    call.add_argument(
+        "--view", action="store_true",
+        help="run against the latest state without committing anything (no block)",
+    )  # fmt: skip
     _add_store_options(call)
     call.set_defaults(func=_cmd_call)
 

@@ -8,15 +8,32 @@ key                         value
 ``m/contract/`` + address   the code hash deployed at a contract address
 ``o/`` + state key          the account that owns that state key (ownership)
 ``meta/height``             height of the last committed block (8 bytes, big-endian)
-``meta/digest``             state digest of the last committed block (32 bytes)
-``meta/block/`` + height    state digest + receipts root of the block at that height
+``meta/header/`` + height   the block header at that height (:mod:`supervm.chain.header`)
+``meta/block/`` + height    the block's transactions (its body)
+``meta/hash/`` + block hash the height of the block with that hash (8 bytes)
 ``meta/layout``             this layout's version (4 bytes, big-endian)
+``t/n/`` + node key         a state-tree node (:mod:`supervm.tree`); the node key is
+                            the version (8 bytes, big-endian), the nibble count
+                            (1 byte) and the packed nibble path
+``t/r/`` + version          the node key of the tree's root at that version
+                            (empty: the empty tree)
+``t/s/`` + version + key    a tree node made stale at that version (value empty)
 ==========================  =====================================================
 
-A store gets the version marker with its first write by SuperVM. Opening a
-store whose marker names another version fails with :class:`LayoutVersionError`;
-a store without a marker was written before markers existed (version 1) or is
-new.
+The state tree covers contract state, code and contract records: every key
+outside ``meta/``, ``t/`` and ``o/`` (:func:`in_state_tree`). Ownership
+records are assigned between blocks by the node's registry, outside the
+chain's history, and so are not under the root.
+
+Heights are 8 bytes big-endian everywhere, so keys of one prefix sort by
+height. A store gets the version marker with its first write by SuperVM.
+Opening a store whose marker names another version fails with
+:class:`LayoutVersionError`; a store without a marker is new (or was written
+by version 1, which had no state tree and no headers: such a store cannot be
+read by this version).
+
+Version history: 1, a chained state digest and block records; 2, the state
+tree, block headers and block bodies.
 """
 
 from __future__ import annotations
@@ -30,29 +47,41 @@ __all__ = [
     "BLOCK_PREFIX",
     "CODE_PREFIX",
     "CONTRACT_PREFIX",
-    "DIGEST_KEY",
+    "HASH_PREFIX",
+    "HEADER_PREFIX",
     "HEIGHT_KEY",
     "LAYOUT_KEY",
     "LAYOUT_VERSION",
     "MARKER",
     "OWNER_PREFIX",
     "STATE_PREFIX",
+    "TREE_NODE_PREFIX",
+    "TREE_ROOT_PREFIX",
+    "TREE_STALE_PREFIX",
     "block_key",
     "check_layout",
+    "hash_key",
+    "header_key",
+    "in_state_tree",
     "state_key",
 ]
 
 #: Version of the layout this SuperVM reads and writes.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 STATE_PREFIX = b"c"
 CODE_PREFIX = b"m/code/"
 CONTRACT_PREFIX = b"m/contract/"
 OWNER_PREFIX = b"o/"
 HEIGHT_KEY = b"meta/height"
-DIGEST_KEY = b"meta/digest"
+HEADER_PREFIX = b"meta/header/"
 BLOCK_PREFIX = b"meta/block/"
+HASH_PREFIX = b"meta/hash/"
 LAYOUT_KEY = b"meta/layout"
+TREE_NODE_PREFIX = b"t/n/"
+TREE_ROOT_PREFIX = b"t/r/"
+TREE_STALE_PREFIX = b"t/s/"
+_OUTSIDE_TREE = (b"meta/", b"t/", OWNER_PREFIX)
 
 #: The batch operation that stamps a store with this layout's version.
 MARKER: BatchOp = (LAYOUT_KEY, struct.pack(">I", LAYOUT_VERSION))
@@ -63,9 +92,24 @@ def state_key(contract: bytes, key: bytes) -> bytes:
     return STATE_PREFIX + contract + key
 
 
+def in_state_tree(key: bytes) -> bool:
+    """Whether ``key`` is state the tree commits to (not chain metadata, the tree or owners)."""
+    return not key.startswith(_OUTSIDE_TREE)
+
+
 def block_key(height: int) -> bytes:
-    """The storage key of the block record at ``height``."""
+    """The storage key of the body (transactions) of the block at ``height``."""
     return BLOCK_PREFIX + struct.pack(">Q", height)
+
+
+def header_key(height: int) -> bytes:
+    """The storage key of the header of the block at ``height``."""
+    return HEADER_PREFIX + struct.pack(">Q", height)
+
+
+def hash_key(block_hash: bytes) -> bytes:
+    """The storage key of the height of the block whose hash is ``block_hash``."""
+    return HASH_PREFIX + block_hash
 
 
 def check_layout(storage: Storage) -> bool:

@@ -1,4 +1,4 @@
-"""Chain basics: the head, chained digests, block records and atomic commits."""
+"""Chain basics: the head, headers and their links, block bodies and atomic commits."""
 
 from __future__ import annotations
 
@@ -8,11 +8,27 @@ from collections.abc import Callable
 
 import pytest
 
-from supervm.chain import Block, Chain, ChainError, OwnershipRegistry, Transaction
-from supervm.chain.block import GENESIS_DIGEST, receipts_root, state_digest
-from supervm.layout import BLOCK_PREFIX, DIGEST_KEY, HEIGHT_KEY
+from supervm.chain import (
+    GENESIS,
+    Block,
+    BlockHeader,
+    Chain,
+    ChainError,
+    OwnershipRegistry,
+    Transaction,
+)
+from supervm.chain.block import (
+    decode_transactions,
+    encode_transactions,
+    receipts_root,
+    transactions_root,
+)
+from supervm.chain.header import ZERO_HASH, BlockFormatError
+from supervm.layout import HEIGHT_KEY, block_key, hash_key, header_key, in_state_tree
 from supervm.memory import MemoryStorage
 from supervm.storage import Storage
+from supervm.tree import PLACEHOLDER
+from supervm.tree.rebuild import root_of
 from supervm.vm import Status
 
 from .conftest import (
@@ -37,6 +53,11 @@ from .conftest import (
 Chains = Callable[..., Chain]
 
 
+def tree_state(store: Storage) -> dict[bytes, bytes]:
+    """The pairs of the store the state tree commits to."""
+    return {key: value for key, value in store.scan(b"") if in_state_tree(key)}
+
+
 def funded(chains: Chains, storage: Storage) -> tuple[Chain, Contracts]:
     """A chain with the contracts deployed and nothing committed yet."""
     chain = chains(storage)
@@ -54,65 +75,112 @@ def first_block(c: Contracts) -> list[Transaction]:
 
 def test_head_at_genesis(chains: Chains, store: Storage) -> None:
     chain = chains(store)
-    assert chain.head() == (0, GENESIS_DIGEST)
-    assert chain.block_record(0) is None
-    assert chain.block_record(1) is None
+    assert chain.head() == GENESIS == (0, ZERO_HASH, PLACEHOLDER)
+    assert chain.header(0) is None and chain.header(1) is None
+    assert chain.block(1) is None
+    with pytest.raises(ValueError, match="height"):
+        chain.header(-1)
 
 
-def test_apply_moves_the_head_and_chains_digests(chains: Chains, store: Storage) -> None:
+def test_deploying_makes_a_block_and_redeploying_does_not(chains: Chains, store: Storage) -> None:
+    chain = chains(store)
+    c = deploy_all(chain)
+    assert chain.head().height == 4
+    for height in range(1, 5):
+        block = chain.block(height)
+        assert block is not None and len(block.transactions) == 1
+        assert block.transactions[0].method == "deploy"
+    head = chain.head()
+    assert deploy_all(chain) == c
+    assert chain.head() == head
+    assert head.state_root == root_of(tree_state(store))
+
+
+def test_apply_moves_the_head_and_links_headers(chains: Chains, store: Storage) -> None:
     chain, c = funded(chains, store)
-    first = chain.apply(next_block(chain, first_block(c)))
-    assert chain.head() == (1, first.state_digest)
+    base = chain.head()
+    block = next_block(chain, first_block(c))
+    first = chain.apply(block)
+    assert chain.head() == (base.height + 1, first.block_hash, first.state_root)
     assert all(store.get(key) == value for key, value in first.write_set)
     second = chain.apply(next_block(chain, [transfer(c, BOB, CAROL, 5), increment(c, ALICE)]))
-    assert chain.head() == (2, second.state_digest)
+    assert chain.head() == (base.height + 2, second.block_hash, second.state_root)
 
-    assert first.parent_digest == GENESIS_DIGEST
-    assert second.parent_digest == first.state_digest
+    assert first.parent_hash == base.block_hash
+    assert second.parent_hash == first.block_hash
+    assert chain.block(first.height) == block
     for result in (first, second):
-        assert result.state_digest == state_digest(
-            result.parent_digest, result.height, result.write_set
-        )
         assert result.receipts_root == receipts_root(result.receipts)
         assert all(receipt.ok for receipt in result.receipts)
-        assert chain.block_record(result.height) == (result.state_digest, result.receipts_root)
+        assert chain.header(result.height) == result.header
+        assert chain.height_of(result.block_hash) == result.height
+        stored = chain.block(result.height)
+        assert stored is not None
+        assert result.header.transactions_root == transactions_root(stored.transactions)
     assert all(store.get(key) == value for key, value in second.write_set)
-    assert len({GENESIS_DIGEST, first.state_digest, second.state_digest}) == 3
-    assert chain.block_record(3) is None
+    assert len({base.state_root, first.state_root, second.state_root}) == 3
+    assert second.state_root == root_of(tree_state(store))
+    assert chain.header(second.height + 1) is None
+    assert chain.height_of(b"\1" * 32) is None
 
 
-def test_digest_covers_parent_height_and_writes() -> None:
-    writes = ((b"a", b"1"), (b"b", None))
-    digest = state_digest(GENESIS_DIGEST, 1, writes)
-    assert state_digest(GENESIS_DIGEST, 1, writes) == digest
-    assert state_digest(b"\1" * 32, 1, writes) != digest
-    assert state_digest(GENESIS_DIGEST, 2, writes) != digest
-    assert state_digest(GENESIS_DIGEST, 1, ((b"a", b"1"), (b"b", b""))) != digest
-    assert state_digest(GENESIS_DIGEST, 1, ((b"a", b"1"),)) != digest
+def test_the_header_encodes_every_field_and_its_hash_covers_them() -> None:
+    header = BlockHeader(7, b"\1" * 32, 99, b"\2" * 32, b"\3" * 32, b"\4" * 32)
+    assert BlockHeader.decode(header.encode()) == header
+    changed = [
+        dataclasses.replace(header, height=8),
+        dataclasses.replace(header, parent_hash=b"\x09" * 32),
+        dataclasses.replace(header, timestamp=100),
+        dataclasses.replace(header, transactions_root=b"\x09" * 32),
+        dataclasses.replace(header, state_root=b"\x09" * 32),
+        dataclasses.replace(header, receipts_root=b"\x09" * 32),
+    ]
+    assert len({header.hash, *(h.hash for h in changed)}) == 7
+    raw = header.encode()
+    for bad in (raw[:-1], raw + b"\0", b"\2" + raw[1:], b""):
+        with pytest.raises(BlockFormatError):
+            BlockHeader.decode(bad)
+    with pytest.raises(ValueError, match="parent_hash"):
+        BlockHeader(1, b"short", 0, *(b"\0" * 32,) * 3)
 
 
-def test_the_same_block_gives_the_same_digest_on_another_chain(chains: Chains) -> None:
+def test_transactions_encode_canonically() -> None:
+    tx = Transaction(b"\7" * 20, "transfer", b"data", sender=b"\x08" * 20, gas_limit=5, owned=True)
+    assert Transaction.decode(tx.encode()) == tx
+    assert decode_transactions(encode_transactions([tx, tx])) == (tx, tx)
+    assert tx.hash != dataclasses.replace(tx, owned=False).hash
+    for bad in (tx.encode()[:-1], tx.encode() + b"\0", b"\x09" + tx.encode()[1:]):
+        with pytest.raises(BlockFormatError):
+            Transaction.decode(bad)
+    assert transactions_root([]) != transactions_root([tx])
+    assert transactions_root([tx, tx]) != transactions_root([tx])
+
+
+def test_the_same_block_gives_the_same_result_on_another_chain(chains: Chains) -> None:
     results = []
     for _ in range(2):
         chain, c = funded(chains, MemoryStorage())
         results.append(chain.apply(next_block(chain, first_block(c))))
     assert results[0].encode() == results[1].encode()
+    assert results[0].block_hash == results[1].block_hash
 
 
 def test_a_block_not_following_the_head_is_refused(chains: Chains, store: Storage) -> None:
     chain, c = funded(chains, store)
     before = contents(store)
-    for height in (0, 2, 5):
+    head = chain.head().height
+    for height in (0, head, head + 2):
         with pytest.raises(ValueError if height == 0 else ChainError):
             chain.apply(Block(height, 1, (increment(c, ALICE),)))
     assert contents(store) == before
     chain.apply(next_block(chain, [increment(c, ALICE)]))
     after_one = contents(store)
-    for height in (1, 3):
-        with pytest.raises(ChainError, match=f"block {height} does not follow head 1"):
+    head = chain.head().height
+    for height in (head, head + 2):
+        with pytest.raises(ChainError, match=f"block {height} does not follow head {head}"):
             chain.execute(Block(height, 1, (increment(c, ALICE),)))
     assert contents(store) == after_one
-    assert chain.head()[0] == 1
+    assert chain.head().height == head
 
 
 def test_a_result_not_extending_the_head_is_refused(chains: Chains, store: Storage) -> None:
@@ -121,17 +189,19 @@ def test_a_result_not_extending_the_head_is_refused(chains: Chains, store: Stora
     applied = chain.apply(next_block(chain, [increment(c, BOB), increment(c, BOB)]))
     before = contents(store)
     # Same height as the head: refused.
-    with pytest.raises(ChainError, match="does not extend head 1"):
+    with pytest.raises(ChainError, match=f"does not extend head {applied.height}"):
         chain.commit(stale)
     # The right height on top of the wrong parent: refused too.
     fresh = chain.execute(next_block(chain, [increment(c, ALICE)]))
-    forged = dataclasses.replace(fresh, parent_digest=stale.state_digest)
+    forged = dataclasses.replace(
+        fresh, header=dataclasses.replace(fresh.header, parent_hash=stale.block_hash)
+    )
     with pytest.raises(ChainError):
         chain.commit(forged)
     assert contents(store) == before
-    assert chain.head() == (1, applied.state_digest)
+    assert chain.head() == (applied.height, applied.block_hash, applied.state_root)
     chain.commit(fresh)
-    assert chain.head() == (2, fresh.state_digest)
+    assert chain.head() == (fresh.height, fresh.block_hash, fresh.state_root)
 
 
 def test_commit_writes_exactly_the_write_set_and_metadata(chains: Chains, store: Storage) -> None:
@@ -144,15 +214,18 @@ def test_commit_writes_exactly_the_write_set_and_metadata(chains: Chains, store:
     assert any(value is None for _, value in result.write_set)
     chain.commit(result)
     expected = dict(before)
-    for key, value in result.write_set:
+    for key, value in (*result.write_set, *result.tree.writes):
         if value is None:
             del expected[key]
         else:
             expected[key] = value
-    expected[HEIGHT_KEY] = struct.pack(">Q", 2)
-    expected[DIGEST_KEY] = result.state_digest
-    expected[BLOCK_PREFIX + struct.pack(">Q", 2)] = result.state_digest + result.receipts_root
+    height = result.height
+    expected[HEIGHT_KEY] = struct.pack(">Q", height)
+    expected[header_key(height)] = result.header.encode()
+    expected[block_key(height)] = encode_transactions(result.transactions)
+    expected[hash_key(result.block_hash)] = struct.pack(">Q", height)
     assert contents(store) == expected
+    assert result.state_root == root_of(tree_state(store))
 
 
 def test_a_failed_commit_writes_nothing(chains: Chains, store: Storage) -> None:
@@ -169,9 +242,9 @@ def test_a_failed_commit_writes_nothing(chains: Chains, store: Storage) -> None:
     with pytest.raises(ValueError):
         chain.commit(empty_key)
     assert contents(store) == before
-    assert chain.head()[0] == 1
+    assert chain.head().height == result.height - 1
     chain.commit(result)
-    assert chain.head() == (2, result.state_digest)
+    assert chain.head() == (result.height, result.block_hash, result.state_root)
 
 
 def test_receipts_follow_transaction_order(chains: Chains, store: Storage) -> None:
@@ -260,7 +333,7 @@ def test_sequential_equals_parallel_on_a_simple_block(chains: Chains, store: Sto
     listing = sequential.receipts[6].return_data
     assert b"bob" in listing and b"carol" in listing
     chain.commit(parallel)
-    assert chain.head() == (2, sequential.state_digest)
+    assert chain.head() == (sequential.height, sequential.block_hash, sequential.state_root)
 
 
 def test_one_transaction_or_one_thread_runs_sequentially(chains: Chains) -> None:

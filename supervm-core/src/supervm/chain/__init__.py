@@ -1,17 +1,22 @@
-"""Blocks of transactions: parallel execution, ownership and crash-safe commits."""
+"""Blocks of transactions: parallel execution, ownership, headers and crash-safe commits."""
 
-from supervm.chain.block import Block, BlockResult, ExecutionStats, Transaction
-from supervm.chain.chain import Chain, ChainError
+from supervm.chain.block import Block, BlockResult, Execution, ExecutionStats, Transaction
+from supervm.chain.chain import GENESIS, Chain, ChainError, Head
 from supervm.chain.executor import BlockExecutor
+from supervm.chain.header import BlockHeader
 from supervm.chain.ownership import OwnershipRegistry
 
 __all__ = [
+    "GENESIS",
     "Block",
     "BlockExecutor",
+    "BlockHeader",
     "BlockResult",
     "Chain",
     "ChainError",
+    "Execution",
     "ExecutionStats",
+    "Head",
     "OwnershipRegistry",
     "Transaction",
 ]

@@ -3,30 +3,70 @@
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
-from supervm.chain.block import GENESIS_DIGEST, Block, BlockResult
+from supervm.chain.block import (
+    Block,
+    BlockResult,
+    Transaction,
+    decode_transactions,
+    encode_transactions,
+    transactions_root,
+)
 from supervm.chain.executor import BlockExecutor, Progress
+from supervm.chain.header import ZERO_HASH, BlockFormatError, BlockHeader
 from supervm.chain.ownership import OwnershipRegistry
 from supervm.errors import SuperVMError
-from supervm.layout import DIGEST_KEY, HEIGHT_KEY, block_key
+from supervm.layout import (
+    CONTRACT_PREFIX,
+    HEIGHT_KEY,
+    block_key,
+    hash_key,
+    header_key,
+    in_state_tree,
+)
 from supervm.state import BatchOp
 from supervm.storage import Storage
-from supervm.vm.runtime import Runtime
+from supervm.tree import PLACEHOLDER, JellyfishTree
+from supervm.vm.engine import code_hash
+from supervm.vm.runtime import (
+    DEPLOY_ADDRESS,
+    DEPLOY_METHOD,
+    Runtime,
+    contract_address,
+    deploy_input,
+)
 
-__all__ = ["Chain", "ChainError"]
+__all__ = ["DEPLOYER", "GENESIS", "Chain", "ChainError", "Head"]
+
+#: The sender of the deploy transactions :meth:`Chain.deploy` makes.
+DEPLOYER = b"\xde" * 20
 
 
 class ChainError(SuperVMError):
-    """A block does not follow the chain's head (wrong height or parent)."""
+    """A block does not follow the chain's head, or the chain's records are corrupt."""
+
+
+class Head(NamedTuple):
+    """The last committed block: its height, hash and state root."""
+
+    height: int
+    block_hash: bytes
+    state_root: bytes
+
+
+#: The head of a chain with no block: height 0, no hash, the empty state's root.
+GENESIS = Head(0, ZERO_HASH, PLACEHOLDER)
 
 
 class Chain:
     """Blocks executed by a :class:`BlockExecutor` and committed to ``storage``.
 
-    Committing a block writes its write set, its height and its state digest
-    (and a per-height record) in one atomic batch, so after a crash the store
-    holds exactly the blocks whose commit returned, and :meth:`head` resumes
-    from the last of them.
+    Committing a block writes, in one atomic batch, its write set, the state
+    tree's new nodes, its header, its transactions and the new head height, so
+    after a crash the store holds exactly the blocks whose commit returned, and
+    :meth:`head` resumes from the last of them. The tree's version is the
+    block height.
     """
 
     def __init__(
@@ -52,47 +92,123 @@ class Chain:
         self.executor = BlockExecutor(
             self.runtime, threads=threads, max_reexecution_factor=max_reexecution_factor
         )
+        self.tree = JellyfishTree(storage)
 
-    def head(self) -> tuple[int, bytes]:
-        """Height and state digest of the last committed block (0 and zeros at genesis)."""
+    # -- reading -----------------------------------------------------------------
+
+    def head(self) -> Head:
+        """Height, block hash and state root of the last committed block (:data:`GENESIS`)."""
         raw = self.storage.get(HEIGHT_KEY)
         if raw is None:
-            return 0, GENESIS_DIGEST
-        digest = self.storage.get(DIGEST_KEY)
-        if digest is None or len(raw) != 8:
-            raise ChainError("chain metadata is corrupt: height without digest")
-        return struct.unpack(">Q", raw)[0], digest
+            return GENESIS
+        if len(raw) != 8:
+            raise ChainError(f"chain metadata is corrupt: head height is {raw.hex()}")
+        height = struct.unpack(">Q", raw)[0]
+        header = self.header(height)
+        if header is None:
+            raise ChainError(f"chain metadata is corrupt: no header for the head, {height}")
+        return Head(height, header.hash, header.state_root)
 
-    def block_record(self, height: int) -> tuple[bytes, bytes] | None:
-        """(state digest, receipts root) of the committed block at ``height``."""
+    def header(self, height: int) -> BlockHeader | None:
+        """The header of the committed block at ``height`` (``None`` if there is none)."""
+        raw = self.storage.get(header_key(_height(height)))
+        if raw is None:
+            return None
+        try:
+            header = BlockHeader.decode(raw)
+        except BlockFormatError as exc:
+            raise ChainError(f"the header stored for block {height} is corrupt: {exc}") from None
+        if header.height != height:
+            raise ChainError(f"the header stored for block {height} names block {header.height}")
+        return header
+
+    def block(self, height: int) -> Block | None:
+        """The committed block at ``height``: its timestamp and transactions."""
+        header = self.header(height)
+        if header is None:
+            return None
         raw = self.storage.get(block_key(height))
-        return None if raw is None else (raw[:32], raw[32:])
+        if raw is None:
+            raise ChainError(f"block {height} has a header but no transactions stored")
+        try:
+            txs = decode_transactions(raw)
+        except BlockFormatError as exc:
+            raise ChainError(
+                f"the transactions stored for block {height} are corrupt: {exc}"
+            ) from None
+        return Block(height, header.timestamp, txs)
 
-    def deploy(self, code: bytes, *, salt: bytes = b"") -> bytes:
-        """Deploy a contract outside any block; returns its address."""
-        return self.runtime.deploy(code, salt=salt)
+    def height_of(self, block_hash: bytes) -> int | None:
+        """The height of the committed block whose hash is ``block_hash``."""
+        raw = self.storage.get(hash_key(block_hash))
+        return None if raw is None else struct.unpack(">Q", raw)[0]
+
+    # -- writing -----------------------------------------------------------------
+
+    def deploy(self, code: bytes, *, salt: bytes = b"", timestamp: int | None = None) -> bytes:
+        """Deploy a contract in a block of its own (one deploy transaction); its address.
+
+        The block's timestamp defaults to its parent's (0 for the first block),
+        so that the same deployments give the same chain. When the address
+        already holds this code, no block is made; when the code is refused
+        (:class:`ChainError`), nothing is committed.
+        """
+        code = bytes(code)
+        address = contract_address(code, salt)
+        if self.storage.get(CONTRACT_PREFIX + address) == code_hash(code):
+            return address
+        head = self.head()
+        if timestamp is None:
+            parent = self.header(head.height) if head.height else None
+            timestamp = parent.timestamp if parent is not None else 0
+        tx = Transaction(DEPLOY_ADDRESS, DEPLOY_METHOD, deploy_input(code, salt), sender=DEPLOYER)
+        result = self.execute(Block(head.height + 1, timestamp, (tx,)), mode="sequential")
+        (receipt,) = result.receipts
+        if not receipt.ok:
+            # Nothing is committed: a deployment that fails makes no block.
+            raise ChainError(f"deploying the contract failed: {receipt.error or receipt.status}")
+        self.commit(result)
+        return receipt.return_data
 
     def execute(
         self, block: Block, *, mode: str = "parallel", progress: Progress | None = None
     ) -> BlockResult:
-        """Execute ``block`` on top of the head without committing it."""
-        height, digest = self.head()
-        if block.height != height + 1:
-            raise ChainError(f"block {block.height} does not follow head {height}")
-        return self.executor.execute(block, self.storage, digest, mode=mode, progress=progress)
+        """Execute ``block`` on top of the head and compute its header; nothing is written."""
+        head = self.head()
+        if block.height != head.height + 1:
+            raise ChainError(f"block {block.height} does not follow head {head.height}")
+        run = self.executor.execute(block, self.storage, mode=mode, progress=progress)
+        changes = [(key, value) for key, value in run.write_set if in_state_tree(key)]
+        tree = self.tree.update(
+            block.height, changes, base_version=head.height if head.height else None
+        )
+        header = BlockHeader(
+            height=block.height,
+            parent_hash=head.block_hash,
+            timestamp=block.timestamp,
+            transactions_root=transactions_root(block.transactions),
+            state_root=tree.root_hash,
+            receipts_root=run.receipts_root,
+        )
+        return BlockResult(header, run.receipts, run.write_set, tree, block.transactions, run.stats)
 
     def commit(self, result: BlockResult) -> None:
         """Write ``result`` in one atomic batch; it must extend the current head."""
-        height, digest = self.head()
-        if result.height != height + 1 or result.parent_digest != digest:
+        head = self.head()
+        header = result.header
+        if header.height != head.height + 1 or header.parent_hash != head.block_hash:
             raise ChainError(
-                f"result for block {result.height} does not extend head {height} "
-                f"({digest.hex()[:16]}...)"
+                f"result for block {header.height} does not extend head {head.height} "
+                f"({head.block_hash.hex()[:16]}...)"
             )
+        if result.tree.version != header.height:
+            raise ChainError(f"result for block {header.height} carries another block's tree")
         ops: list[BatchOp] = list(result.write_set)
-        ops.append((HEIGHT_KEY, struct.pack(">Q", result.height)))
-        ops.append((DIGEST_KEY, result.state_digest))
-        ops.append((block_key(result.height), result.state_digest + result.receipts_root))
+        ops += result.tree.writes
+        ops.append((header_key(header.height), header.encode()))
+        ops.append((block_key(header.height), encode_transactions(result.transactions)))
+        ops.append((hash_key(header.hash), struct.pack(">Q", header.height)))
+        ops.append((HEIGHT_KEY, struct.pack(">Q", header.height)))
         self.runtime.write(ops)
 
     def apply(
@@ -106,3 +222,9 @@ class Chain:
     def close(self) -> None:
         """Stop worker threads (the store stays open)."""
         self.executor.close()
+
+
+def _height(height: int) -> int:
+    if type(height) is not int or height < 0:
+        raise ValueError(f"a height is an int >= 0, not {height!r}")
+    return height

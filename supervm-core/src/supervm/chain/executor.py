@@ -1,6 +1,6 @@
 """Executing a block: sequentially, or in parallel in the Block-STM manner.
 
-Both modes produce the same receipts, write set and digest for the same block
+Both modes produce the same receipts and write set for the same block
 and pre-block state. The parallel mode runs transactions optimistically on a
 pool of threads (each with its own wasmtime stores), validates what every
 transaction read against what lower transactions wrote, and re-executes the
@@ -16,14 +16,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from supervm.chain.block import (
-    Block,
-    BlockResult,
-    ExecutionStats,
-    Transaction,
-    receipts_root,
-    state_digest,
-)
+from supervm.chain.block import Block, Execution, ExecutionStats, Transaction, receipts_root
 from supervm.chain.mvmemory import MVMemory
 from supervm.chain.parallel import Outcome, ParallelRun, Progress, RunTx, owned_lanes
 from supervm.state import BatchOp, OverlayView, StateView
@@ -93,12 +86,11 @@ class BlockExecutor:
         self,
         block: Block,
         base: StateView,
-        parent_digest: bytes,
         *,
         mode: str = "parallel",
         progress: Progress | None = None,
-    ) -> BlockResult:
-        """Execute ``block`` on ``base`` (nothing is written) and return its result."""
+    ) -> Execution:
+        """Execute ``block`` on ``base`` (nothing is written): receipts and write set."""
         if mode not in ("sequential", "parallel"):
             raise ValueError(f"mode must be 'sequential' or 'parallel', not {mode!r}")
         start = time.perf_counter()
@@ -120,13 +112,9 @@ class BlockExecutor:
             receipts, writes, stats = outcome
         stats.seconds = time.perf_counter() - start
         self._learn(block, receipts)
-        return BlockResult(
-            height=block.height,
-            timestamp=block.timestamp,
+        return Execution(
             receipts=tuple(receipts),
             write_set=tuple(writes),
-            parent_digest=parent_digest,
-            state_digest=state_digest(parent_digest, block.height, writes),
             receipts_root=receipts_root(receipts),
             stats=stats,
         )

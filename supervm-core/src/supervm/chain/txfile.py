@@ -188,15 +188,17 @@ def read_transactions(
             yield number, {"tx": tx, "height": height, "timestamp": timestamp}
 
 
-def run_transactions(runtime: Any, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Deploy and call, line by line, yielding each line's result."""
-    for number, item in read_transactions(path, deploy=runtime.deploy):
+def run_transactions(chain: Chain, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Deploy and call, line by line, each in a block of its own; yield each line's result.
+
+    A call's block is the chain's next one (a line's ``height`` is not used);
+    its timestamp is the line's.
+    """
+    for number, item in read_transactions(path, deploy=chain.deploy):
         if "tx" in item:
-            tx: Transaction = item["tx"]
-            receipt = runtime.call(
-                tx.contract, tx.method, tx.input, sender=tx.sender, gas_limit=tx.gas_limit,
-                block_height=item["height"], block_timestamp=item["timestamp"],
-            )  # fmt: skip
+            height = chain.head().height + 1
+            block = Block(height, item["timestamp"], (item["tx"],))
+            (receipt,) = chain.apply(block, mode="sequential").receipts
             yield number, {"receipt": receipt}
         else:
             yield number, item

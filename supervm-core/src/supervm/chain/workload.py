@@ -106,7 +106,7 @@ def setup(chain: Chain, token: bytes, holders: Sequence[bytes]) -> SetupResult |
             needy.append(account)
     if not needy:
         return None
-    height, _ = chain.head()
+    height = chain.head().height
     # Every mint updates the total supply: the block is one chain of conflicts, so it
     # runs sequentially.
     result = chain.apply(mint_block(height + 1, token, needy), mode="sequential")

@@ -1,4 +1,9 @@
-"""The SuperVM runtime: deploy contracts and call them against any :class:`Storage`."""
+"""The SuperVM runtime: deploy contracts and call them against any :class:`Storage`.
+
+A contract is deployed either directly (:meth:`Runtime.deploy` writes to the
+store) or by a call to :data:`DEPLOY_ADDRESS`, whose receipt carries the code
+and contract record as its write set, like any other call's writes.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from supervm.vm.abi import HOST_MODULE, Limits
 from supervm.vm.callpath import CallPath
 from supervm.vm.engine import (
     CompiledContract,
+    InvalidContractError,
     code_hash,
     compile_contract,
     make_engine,
@@ -36,17 +42,34 @@ from supervm.vm.host import (
 from supervm.vm.public_path import PublicPath
 
 __all__ = [
+    "DEPLOY_ADDRESS",
+    "DEPLOY_BASE_GAS",
+    "DEPLOY_GAS_PER_BYTE",
+    "DEPLOY_METHOD",
+    "MAX_SALT_SIZE",
     "Event",
     "Ownership",
     "Receipt",
     "Runtime",
     "Status",
     "contract_address",
+    "deploy_input",
+    "parse_deploy_input",
 ]
 
 ADDRESS_SIZE = 20
 MAX_SENDER_SIZE = 64
 DEFAULT_GAS_LIMIT = 10_000_000
+
+#: The reserved address a deploy transaction calls (no contract lives there).
+DEPLOY_ADDRESS = b"\x00" * ADDRESS_SIZE
+#: The one method :data:`DEPLOY_ADDRESS` takes.
+DEPLOY_METHOD = "deploy"
+#: Gas a deploy transaction costs: this, plus :data:`DEPLOY_GAS_PER_BYTE` per byte of code.
+DEPLOY_BASE_GAS = 20_000
+DEPLOY_GAS_PER_BYTE = 10
+#: Longest salt a deploy transaction may carry.
+MAX_SALT_SIZE = 64
 
 
 class Status(enum.StrEnum):
@@ -152,6 +175,36 @@ def contract_address(code: bytes, salt: bytes = b"") -> bytes:
     return hashlib.sha256(b"supervm/contract" + code_hash(code) + salt).digest()[:ADDRESS_SIZE]
 
 
+def deploy_input(code: Code, salt: bytes = b"") -> bytes:
+    """The input of a deploy transaction: salt length (1 byte), salt, code."""
+    code = _code_bytes(code)
+    if type(salt) is not bytes:
+        raise TypeError(f"salt must be bytes, not {type(salt).__name__}")
+    if len(salt) > MAX_SALT_SIZE:
+        raise ValueError(f"salt of {len(salt)} bytes exceeds the limit of {MAX_SALT_SIZE}")
+    return bytes((len(salt),)) + salt + code
+
+
+def parse_deploy_input(data: bytes) -> tuple[bytes, bytes]:
+    """The ``(code, salt)`` of a deploy transaction's input; ValueError if malformed."""
+    if not data:
+        raise ValueError("deploy input is empty: it starts with the salt length")
+    size = data[0]
+    if size > MAX_SALT_SIZE:
+        raise ValueError(f"deploy input names a salt of {size} bytes; the limit is {MAX_SALT_SIZE}")
+    if len(data) < 1 + size:
+        raise ValueError(
+            f"deploy input is truncated: it names a salt of {size} bytes "
+            f"but holds only {len(data) - 1}"
+        )
+    return bytes(data[1 + size :]), bytes(data[1 : 1 + size])
+
+
+def _deploy_writes(code: bytes, digest: bytes, address: bytes) -> WriteSet:
+    """The write set that deploys ``code`` (hash ``digest``) at ``address``, sorted by key."""
+    return tuple(sorted(((CODE_PREFIX + digest, code), (CONTRACT_PREFIX + address, digest))))
+
+
 class Ownership(Protocol):
     """Who owns a state key: a call may write an owned key only as its owner."""
 
@@ -175,6 +228,9 @@ class Runtime:
     Committing calls (:meth:`call`, :meth:`execute`) may come from several
     threads: each runs and commits under one lock, so none loses another's
     writes. :meth:`run` takes no lock.
+
+    A call finds its contract in the store (remembering the address once found)
+    or else in the call's view, where a deploy earlier in the same block left it.
     """
 
     def __init__(
@@ -255,12 +311,7 @@ class Runtime:
             raise TypeError(f"salt must be bytes, not {type(salt).__name__}")
         compiled = self.compile(code)
         address = contract_address(code, salt)
-        self.write(
-            [
-                (CODE_PREFIX + compiled.code_hash, code),
-                (CONTRACT_PREFIX + address, compiled.code_hash),
-            ]
-        )
+        self.write(_deploy_writes(code, compiled.code_hash, address))
         return address
 
     def write(self, ops: list[BatchOp] | WriteSet) -> None:
@@ -272,8 +323,12 @@ class Runtime:
             return
         self.storage.write_batch(ops)
 
+    def forget_contracts(self) -> None:
+        """Forget the contracts found in the store; call it after contract records leave it."""
+        self._code_of.clear()
+
     def _code_hash(self, address: bytes) -> bytes | None:
-        """Hash of the code deployed at ``address`` (remembered once found)."""
+        """Hash of the code the store holds at ``address`` (remembered once found)."""
         digest = self._code_of.get(address)
         if digest is None:
             digest = self.storage.get(CONTRACT_PREFIX + address)
@@ -282,18 +337,25 @@ class Runtime:
         return digest
 
     def contract_code(self, address: bytes) -> bytes | None:
-        """The code deployed at ``address``, or ``None``."""
+        """The code the store holds at ``address``, or ``None``."""
         digest = self._code_hash(address)
         return None if digest is None else self.storage.get(CODE_PREFIX + digest)
 
-    def _contract(self, address: bytes) -> CompiledContract | None:
+    def _contract(self, address: bytes, view: StateView | None) -> CompiledContract | None:
+        """The contract at ``address``: in the store, else (not remembered) in ``view``."""
+        source: StateView | Storage = self.storage
         digest = self._code_hash(address)
         if digest is None:
-            return None
+            if view is None:
+                return None
+            digest = view.get(CONTRACT_PREFIX + address)
+            if digest is None:
+                return None
+            source = view
         compiled = self._compiled.get(digest)
         if compiled is not None:
             return compiled
-        code = self.storage.get(CODE_PREFIX + digest)
+        code = source.get(CODE_PREFIX + digest)
         if code is None:
             return None
         return self.compile(code)
@@ -325,13 +387,15 @@ class Runtime:
         # The lock is taken without ``with``: that costs on the hot path.
         self._commit_lock.acquire()
         try:
+            view = StorageView(self.storage)
             target = self._resolve(address, method, input, sender, gas_limit, block_height,
-                                   block_timestamp)  # fmt: skip
+                                   block_timestamp, view, False)  # fmt: skip
             if isinstance(target, Receipt):
-                return target
-            receipt = self._run_compiled(target, address, method, input, sender, gas_limit,
-                                         block_height, block_timestamp,
-                                         StorageView(self.storage))  # fmt: skip
+                receipt = target  # refused, or a deploy
+            else:
+                receipt = self._run_compiled(target, address, method, input, sender,
+                                             gas_limit, block_height, block_timestamp,
+                                             view)  # fmt: skip
             if receipt.status is Status.OK and receipt.write_set:
                 self.write(receipt.write_set)
             return receipt
@@ -383,10 +447,16 @@ class Runtime:
         """Run a call against ``view`` and return its receipt; nothing is written anywhere.
 
         With ``owned_only`` the call may touch only objects its sender owns (see
-        :attr:`ownership`); anything else ends it with status ``forbidden``.
+        :attr:`ownership`); anything else ends it with status ``forbidden``. Such
+        a call runs only contracts in the store, not one that only ``view`` holds
+        (another sender may have deployed it earlier in the block).
+
+        A call of :data:`DEPLOY_METHOD` on :data:`DEPLOY_ADDRESS` with
+        :func:`deploy_input` deploys a contract: its receipt returns the address
+        and carries the code and contract record as its write set.
         """
         target = self._resolve(address, method, input, sender, gas_limit, block_height,
-                               block_timestamp)  # fmt: skip
+                               block_timestamp, view, owned_only)  # fmt: skip
         if isinstance(target, Receipt):
             return target
         return self._run_compiled(target, address, method, input, sender, gas_limit,
@@ -394,17 +464,68 @@ class Runtime:
 
     def _resolve(
         self, address: bytes, method: str, input: bytes, sender: bytes,
-        gas_limit: int, block_height: int, block_timestamp: int,
+        gas_limit: int, block_height: int, block_timestamp: int, view: StateView,
+        owned_only: bool,
     ) -> CompiledContract | Receipt:  # fmt: skip
-        """The contract a call runs, or the receipt refusing the call."""
+        """The contract a call runs, or its receipt: refusing it, or of a deploy."""
         rejected = self._check_call(address, method, input, sender, gas_limit, block_height,
                                     block_timestamp)  # fmt: skip
         if rejected is not None:
             return rejected
-        compiled = self._contract(address)
+        # Hot path: a contract found in the store before.
+        digest = self._code_of.get(address)
+        if digest is not None:
+            compiled = self._compiled.get(digest)
+            if compiled is not None:
+                return compiled
+        if address == DEPLOY_ADDRESS:
+            return self._deploy_call(method, input, gas_limit, view, owned_only)
+        compiled = self._contract(address, None if owned_only else view)
         if compiled is None:
             return Receipt(Status.REJECTED, error=f"no contract at address {address.hex()}")
         return compiled
+
+    def _deploy_call(
+        self, method: str, input: bytes, gas_limit: int, view: StateView, owned_only: bool
+    ) -> Receipt:
+        """The receipt of a call to :data:`DEPLOY_ADDRESS`; nothing is written."""
+        if method != DEPLOY_METHOD:
+            return Receipt(
+                Status.REJECTED,
+                error=f"the deploy address takes only the {DEPLOY_METHOD} method, not {method!r}",
+            )
+        if owned_only:
+            return Receipt(
+                Status.FORBIDDEN, error="a deploy writes shared state: it cannot be owned-only"
+            )
+        try:
+            code, salt = parse_deploy_input(input)
+        except ValueError as exc:
+            return Receipt(Status.REJECTED, error=str(exc))
+        gas = DEPLOY_BASE_GAS + DEPLOY_GAS_PER_BYTE * len(code)
+        if gas > gas_limit:
+            return Receipt(Status.OUT_OF_GAS, gas_used=gas_limit, error="out of gas")
+        try:
+            compiled = self.compile(code)
+        except InvalidContractError as exc:
+            return Receipt(Status.REJECTED, error=str(exc))
+        address = contract_address(code, salt)
+        record = CONTRACT_PREFIX + address
+        # Read through the view so that a parallel run sees a deploy of the same address.
+        found = view.get(record)
+        if found is not None and found != compiled.code_hash:
+            return Receipt(
+                Status.REJECTED,
+                error=f"address {address.hex()} already holds code {found.hex()}",
+                read_set=(record,),
+            )
+        return Receipt(
+            Status.OK,
+            return_data=address,
+            gas_used=gas,
+            read_set=(record,),
+            write_set=_deploy_writes(code, compiled.code_hash, address),
+        )
 
     def _check_call(
         self, address: bytes, method: str, input: bytes, sender: bytes,
@@ -443,11 +564,15 @@ class Runtime:
         if not 1 <= len(sender) <= MAX_SENDER_SIZE:
             return Receipt(Status.REJECTED, error=f"sender must be 1 to {MAX_SENDER_SIZE} bytes")
         if len(input) > self.limits.max_input_size:
-            return Receipt(
-                Status.REJECTED,
-                error=f"input of {len(input)} bytes exceeds the limit of "
-                f"{self.limits.max_input_size}",
-            )
+            limit = self.limits.max_input_size
+            if address == DEPLOY_ADDRESS:
+                # A deploy's input carries the code, which has a limit of its own.
+                limit = 1 + MAX_SALT_SIZE + self.limits.max_code_size
+            if len(input) > limit:
+                return Receipt(
+                    Status.REJECTED,
+                    error=f"input of {len(input)} bytes exceeds the limit of {limit}",
+                )
         if gas_limit > self.limits.max_gas_limit:
             return Receipt(
                 Status.REJECTED,

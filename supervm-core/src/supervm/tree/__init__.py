@@ -1,0 +1,55 @@
+"""The state tree: a Jellyfish Merkle tree over key hashes, with inclusion and exclusion proofs.
+
+:class:`JellyfishTree` reads a versioned tree through a state view and
+computes the writes of each new version; :func:`verify` checks a
+:class:`Proof` against a root hash. The format is described in ``docs/tree.md``.
+"""
+
+from __future__ import annotations
+
+from supervm.tree.hashing import (
+    PLACEHOLDER,
+    internal_hash,
+    key_hash,
+    leaf_hash,
+    value_hash,
+)
+from supervm.tree.jmt import JellyfishTree, TreeUpdate
+from supervm.tree.node import (
+    Child,
+    InternalNode,
+    LeafNode,
+    Node,
+    NodeKey,
+    TreeError,
+    decode_node,
+    decode_stale_record_key,
+    node_storage_key,
+    root_record_key,
+    stale_record_key,
+)
+from supervm.tree.proof import Proof, ProofError, verify
+
+__all__ = [
+    "PLACEHOLDER",
+    "Child",
+    "InternalNode",
+    "JellyfishTree",
+    "LeafNode",
+    "Node",
+    "NodeKey",
+    "Proof",
+    "ProofError",
+    "TreeError",
+    "TreeUpdate",
+    "decode_node",
+    "decode_stale_record_key",
+    "internal_hash",
+    "key_hash",
+    "leaf_hash",
+    "node_storage_key",
+    "root_record_key",
+    "stale_record_key",
+    "value_hash",
+    "verify",
+]
