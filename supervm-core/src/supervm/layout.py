@@ -12,6 +12,12 @@ key                         value
 ``meta/block/`` + height    the block's transactions (its body)
 ``meta/hash/`` + block hash the height of the block with that hash (8 bytes)
 ``meta/layout``             this layout's version (4 bytes, big-endian)
+``meta/pruned``             the lowest height whose state is kept (absent: 0)
+``meta/keep_blocks``        how many recent blocks' history to keep (absent: all)
+``h/c/`` + height + key     the key's value before that block (0x00: absent,
+                            0x01 + value) (:mod:`supervm.chain.history`)
+``h/i/`` + len + key + hgt  history index: the block at that height changed the
+                            key (len: 2 bytes; value empty)
 ``t/n/`` + node key         a state-tree node (:mod:`supervm.tree`); the node key is
                             the version (8 bytes, big-endian), the nibble count
                             (1 byte) and the packed nibble path
@@ -21,7 +27,7 @@ key                         value
 ==========================  =====================================================
 
 The state tree covers contract state, code and contract records: every key
-outside ``meta/``, ``t/`` and ``o/`` (:func:`in_state_tree`). Ownership
+outside ``meta/``, ``t/``, ``h/`` and ``o/`` (:func:`in_state_tree`). Ownership
 records are assigned between blocks by the node's registry, outside the
 chain's history, and so are not under the root.
 
@@ -33,7 +39,7 @@ by version 1, which had no state tree and no headers: such a store cannot be
 read by this version).
 
 Version history: 1, a chained state digest and block records; 2, the state
-tree, block headers and block bodies.
+tree, block headers, block bodies and per-block history.
 """
 
 from __future__ import annotations
@@ -45,15 +51,19 @@ from supervm.storage import BatchOp, Storage
 
 __all__ = [
     "BLOCK_PREFIX",
+    "CHANGE_PREFIX",
     "CODE_PREFIX",
     "CONTRACT_PREFIX",
     "HASH_PREFIX",
     "HEADER_PREFIX",
     "HEIGHT_KEY",
+    "HISTORY_PREFIX",
+    "KEEP_BLOCKS_KEY",
     "LAYOUT_KEY",
     "LAYOUT_VERSION",
     "MARKER",
     "OWNER_PREFIX",
+    "PRUNED_KEY",
     "STATE_PREFIX",
     "TREE_NODE_PREFIX",
     "TREE_ROOT_PREFIX",
@@ -81,7 +91,11 @@ LAYOUT_KEY = b"meta/layout"
 TREE_NODE_PREFIX = b"t/n/"
 TREE_ROOT_PREFIX = b"t/r/"
 TREE_STALE_PREFIX = b"t/s/"
-_OUTSIDE_TREE = (b"meta/", b"t/", OWNER_PREFIX)
+CHANGE_PREFIX = b"h/c/"
+HISTORY_PREFIX = b"h/i/"
+PRUNED_KEY = b"meta/pruned"
+KEEP_BLOCKS_KEY = b"meta/keep_blocks"
+_OUTSIDE_TREE = (b"meta/", b"t/", b"h/", OWNER_PREFIX)
 
 #: The batch operation that stamps a store with this layout's version.
 MARKER: BatchOp = (LAYOUT_KEY, struct.pack(">I", LAYOUT_VERSION))

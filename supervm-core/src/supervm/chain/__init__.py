@@ -1,10 +1,12 @@
 """Blocks of transactions: parallel execution, ownership, headers and crash-safe commits."""
 
 from supervm.chain.block import Block, BlockResult, Execution, ExecutionStats, Transaction
-from supervm.chain.chain import GENESIS, Chain, ChainError, Head
+from supervm.chain.chain import GENESIS, Chain, ChainError, Head, RevertReport
 from supervm.chain.executor import BlockExecutor
 from supervm.chain.header import BlockHeader
+from supervm.chain.history import HeightView, PrunedHeightError, PruneReport
 from supervm.chain.ownership import OwnershipRegistry
+from supervm.chain.proofs import StateProof
 
 __all__ = [
     "GENESIS",
@@ -17,6 +19,11 @@ __all__ = [
     "Execution",
     "ExecutionStats",
     "Head",
+    "HeightView",
     "OwnershipRegistry",
+    "PruneReport",
+    "PrunedHeightError",
+    "RevertReport",
+    "StateProof",
     "Transaction",
 ]

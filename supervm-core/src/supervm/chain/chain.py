@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from supervm.chain.block import (
@@ -15,19 +18,25 @@ from supervm.chain.block import (
 )
 from supervm.chain.executor import BlockExecutor, Progress
 from supervm.chain.header import ZERO_HASH, BlockFormatError, BlockHeader
+from supervm.chain.history import HeightView, History, PrunedHeightError, PruneReport
 from supervm.chain.ownership import OwnershipRegistry
+from supervm.chain.proofs import StateProof
 from supervm.errors import SuperVMError
 from supervm.layout import (
     CONTRACT_PREFIX,
     HEIGHT_KEY,
+    TREE_NODE_PREFIX,
+    TREE_ROOT_PREFIX,
+    TREE_STALE_PREFIX,
     block_key,
     hash_key,
     header_key,
     in_state_tree,
+    state_key,
 )
 from supervm.state import BatchOp
 from supervm.storage import Storage
-from supervm.tree import PLACEHOLDER, JellyfishTree
+from supervm.tree import PLACEHOLDER, JellyfishTree, Proof
 from supervm.vm.engine import code_hash
 from supervm.vm.runtime import (
     DEPLOY_ADDRESS,
@@ -37,7 +46,16 @@ from supervm.vm.runtime import (
     deploy_input,
 )
 
-__all__ = ["DEPLOYER", "GENESIS", "Chain", "ChainError", "Head"]
+__all__ = [
+    "DEPLOYER",
+    "GENESIS",
+    "Chain",
+    "ChainError",
+    "Head",
+    "PruneReport",
+    "PrunedHeightError",
+    "RevertReport",
+]
 
 #: The sender of the deploy transactions :meth:`Chain.deploy` makes.
 DEPLOYER = b"\xde" * 20
@@ -59,6 +77,16 @@ class Head(NamedTuple):
 GENESIS = Head(0, ZERO_HASH, PLACEHOLDER)
 
 
+@dataclass(frozen=True)
+class RevertReport:
+    """What :meth:`Chain.revert_to` unwound."""
+
+    from_height: int
+    to_height: int
+    keys_restored: int
+    operations: int
+
+
 class Chain:
     """Blocks executed by a :class:`BlockExecutor` and committed to ``storage``.
 
@@ -76,7 +104,15 @@ class Chain:
         threads: int = 2,
         runtime: Runtime | None = None,
         max_reexecution_factor: int = 3,
+        keep_blocks: int | None = None,
     ) -> None:
+        """A chain on ``storage``.
+
+        ``keep_blocks``: keep the history of only the last N blocks (recorded
+        in the store, so it holds for every later opening; :meth:`prune` and
+        :meth:`start_pruning` delete what is older). Without it the store's
+        recorded setting holds (none: an archive, every height kept).
+        """
         self.storage = storage
         if runtime is None:
             self.ownership = OwnershipRegistry(storage)
@@ -93,6 +129,12 @@ class Chain:
             self.runtime, threads=threads, max_reexecution_factor=max_reexecution_factor
         )
         self.tree = JellyfishTree(storage)
+        self.history = History(storage)
+        if keep_blocks is not None:
+            self.history.set_keep_blocks(keep_blocks)
+        self._pruner: threading.Thread | None = None
+        self._stop_pruning = threading.Event()
+        self._write_lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------
 
@@ -204,12 +246,14 @@ class Chain:
         if result.tree.version != header.height:
             raise ChainError(f"result for block {header.height} carries another block's tree")
         ops: list[BatchOp] = list(result.write_set)
+        ops += self.history.block_ops(header.height, result.write_set)
         ops += result.tree.writes
         ops.append((header_key(header.height), header.encode()))
         ops.append((block_key(header.height), encode_transactions(result.transactions)))
         ops.append((hash_key(header.hash), struct.pack(">Q", header.height)))
         ops.append((HEIGHT_KEY, struct.pack(">Q", header.height)))
-        self.runtime.write(ops)
+        with self._write_lock:
+            self.runtime.write(ops)
 
     def apply(
         self, block: Block, *, mode: str = "parallel", progress: Progress | None = None
@@ -219,8 +263,139 @@ class Chain:
         self.commit(result)
         return result
 
+    # -- history -------------------------------------------------------------------
+
+    def at(self, height: int) -> HeightView:
+        """The state after the block at ``height``, read-only (a :class:`StateView`).
+
+        Raises :class:`PrunedHeightError` below the store's horizon and
+        ``ValueError`` above the head.
+        """
+        self.history.check_height(height, self.head().height)
+        return HeightView(self.history, height)
+
+    def prove(self, key: bytes, height: int | None = None) -> StateProof:
+        """A proof of ``key``'s value at ``height`` (default: the head), or of its absence.
+
+        ``key`` is a raw store key; :meth:`prove_state` takes a contract's own key.
+        """
+        if type(key) is not bytes or not key:
+            raise TypeError(f"a key is non-empty bytes, not {key!r}")
+        if not in_state_tree(key):
+            raise ValueError(f"key {key.hex()} is chain metadata, not state: it has no proof")
+        head = self.head()
+        height = head.height if height is None else height
+        self.history.check_height(height, head.height)
+        if height == 0:
+            return StateProof(key, None, 0, PLACEHOLDER, self._empty_proof())
+        header = self.header(height)
+        assert header is not None
+        value = self.history.value_at(key, height)
+        proof = self.tree.prove(key, height)
+        return StateProof(key, value, height, header.state_root, proof)
+
+    def prove_state(self, contract: bytes, key: bytes, height: int | None = None) -> StateProof:
+        """:meth:`prove` for ``key`` as ``contract`` sees it."""
+        return self.prove(state_key(contract, key), height)
+
+    @staticmethod
+    def _empty_proof() -> Proof:
+        return Proof(None, ())
+
+    # -- unwinding and pruning ---------------------------------------------------------
+
+    def revert_to(self, height: int) -> RevertReport:
+        """Unwind every block above ``height`` in one atomic batch.
+
+        Afterwards the store holds exactly the state, tree, root and head it
+        had after the block at ``height``. Below the pruning horizon the
+        history needed is gone: :class:`PrunedHeightError`, nothing changed.
+        """
+        head = self.head()
+        self.history.check_height(height, head.height)
+        ops: list[BatchOp] = []
+        restored = 0
+        for undone in range(head.height, height, -1):
+            unwind = self.history.unwind_ops(undone)
+            restored += len(unwind) // 3
+            ops += unwind
+            version = struct.pack(">Q", undone)
+            for prefix in (TREE_NODE_PREFIX, TREE_STALE_PREFIX):
+                ops += [(key, None) for key, _ in self.storage.scan(prefix + version)]
+            ops.append((TREE_ROOT_PREFIX + version, None))
+            header = self.header(undone)
+            if header is not None:
+                ops.append((hash_key(header.hash), None))
+            ops.append((header_key(undone), None))
+            ops.append((block_key(undone), None))
+        if not ops:
+            return RevertReport(head.height, height, 0, 0)
+        if height:
+            ops.append((HEIGHT_KEY, struct.pack(">Q", height)))
+        else:
+            ops.append((HEIGHT_KEY, None))
+        with self._write_lock:
+            self.runtime.write(ops)
+        # Contracts deployed by the unwound blocks are gone.
+        self.runtime.forget_contracts()
+        return RevertReport(head.height, height, restored, len(ops))
+
+    @property
+    def keep_blocks(self) -> int | None:
+        """How many recent blocks' history the store keeps (``None``: all)."""
+        return self.history.keep_blocks()
+
+    def horizon(self) -> int:
+        """The lowest height whose state can still be read, proved or reverted to."""
+        return self.history.horizon()
+
+    def prune(
+        self,
+        keep_blocks: int | None = None,
+        *,
+        max_keys: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> PruneReport:
+        """Delete history and tree nodes that heights below ``head - keep_blocks`` need.
+
+        ``keep_blocks`` defaults to the store's setting; with neither, nothing
+        is pruned (an archive). ``max_keys`` bounds the work of one call (run
+        it again to go on); ``progress(keys)`` is called after each batch.
+        """
+        keep = self.keep_blocks if keep_blocks is None else keep_blocks
+        horizon = self.horizon()
+        if keep is not None:
+            if type(keep) is not int or keep < 0:
+                raise ValueError(f"keep_blocks must be an int >= 0, not {keep!r}")
+            horizon = max(horizon, self.head().height - keep)
+        with self._write_lock:
+            return self.history.prune(horizon, max_keys=max_keys, progress=progress)
+
+    def start_pruning(self, interval: float = 1.0, batch: int = 10_000) -> None:
+        """Prune in a background thread every ``interval`` seconds, ``batch`` keys a turn."""
+        if self._pruner is not None:
+            return
+        self._stop_pruning.clear()
+
+        def run() -> None:
+            while not self._stop_pruning.wait(interval):
+                report = self.prune(max_keys=batch)
+                while not report.complete and not self._stop_pruning.is_set():
+                    report = self.prune(max_keys=batch)
+
+        self._pruner = threading.Thread(target=run, name="supervm-pruner", daemon=True)
+        self._pruner.start()
+
+    def stop_pruning(self) -> None:
+        """Stop the background pruning (after its current batch)."""
+        if self._pruner is not None:
+            self._stop_pruning.set()
+            self._pruner.join()
+            self._pruner = None
+
     def close(self) -> None:
-        """Stop worker threads (the store stays open)."""
+        """Stop worker threads and background pruning (the store stays open)."""
+        self.stop_pruning()
         self.executor.close()
 
 
