@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -34,7 +34,7 @@ from supervm.layout import (
     in_state_tree,
     state_key,
 )
-from supervm.state import BatchOp
+from supervm.state import BatchOp, StateView
 from supervm.storage import Storage
 from supervm.tree import PLACEHOLDER, JellyfishTree, Proof
 from supervm.vm.engine import code_hash
@@ -265,6 +265,10 @@ class Chain:
 
     # -- history -------------------------------------------------------------------
 
+    def latest(self) -> StateView:
+        """The latest state, following each new block: a read is one storage get."""
+        return LatestView(self.storage)
+
     def at(self, height: int) -> HeightView:
         """The state after the block at ``height``, read-only (a :class:`StateView`).
 
@@ -397,6 +401,21 @@ class Chain:
         """Stop worker threads and background pruning (the store stays open)."""
         self.stop_pruning()
         self.executor.close()
+
+
+class LatestView:
+    """The chain's latest state as a :class:`StateView` (chain records hidden)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def get(self, key: bytes) -> bytes | None:
+        if not in_state_tree(key):
+            raise ValueError(f"key {key.hex()} is chain metadata, not state")
+        return self._storage.get(key)
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return (item for item in self._storage.scan(prefix) if in_state_tree(item[0]))
 
 
 def _height(height: int) -> int:
