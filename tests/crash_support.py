@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import sqlalchemy
 
 import supervm
 from supervm.chain import GENESIS, Chain
@@ -28,6 +29,7 @@ from supervm.layout import STATE_PREFIX, in_state_tree
 from supervm.storage import Storage
 from supervm.tree.rebuild import root_of
 
+from .backends import MARIADB_URL, PG_URL
 from .crash_worker import TOKEN, build_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,3 +214,57 @@ def check_store(
         return head
     finally:
         chain.close()
+
+
+class PostgresSessions:
+    """Waits until the server has finished with a killed worker's connections."""
+
+    def __init__(self) -> None:
+        self.engine = sqlalchemy.create_engine(PG_URL, poolclass=sqlalchemy.pool.NullPool)
+
+    def wait_gone(self, application_name: str) -> None:
+        query = sqlalchemy.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+        )
+        deadline = time.monotonic() + STALL_SECONDS
+        with self.engine.connect() as conn:
+            while conn.execute(query, {"name": application_name}).scalar_one():
+                if time.monotonic() > deadline:
+                    pytest.fail(f"a killed worker's PostgreSQL session {application_name} lingers")
+                time.sleep(0.005)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class MariaDBSessions:
+    """Waits until the server has ended a killed worker's sessions in its database."""
+
+    def __init__(self) -> None:
+        import pymysql
+
+        url = sqlalchemy.engine.make_url(MARIADB_URL)
+        self.conn = pymysql.connect(
+            host=url.host, port=url.port or 3306, user=url.username,
+            password=url.password or "", autocommit=True,
+        )  # fmt: skip
+
+    def wait_gone(self, database: str) -> None:
+        deadline = time.monotonic() + STALL_SECONDS
+        with self.conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s",
+                            (database,))  # fmt: skip
+                row = cur.fetchone()
+                if row is None or row[0] == 0:
+                    return
+                if time.monotonic() > deadline:
+                    pytest.fail(f"a killed worker's MariaDB session in {database} lingers")
+                time.sleep(0.005)
+
+    def drop_database(self, database: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+    def close(self) -> None:
+        self.conn.close()

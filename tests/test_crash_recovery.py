@@ -51,71 +51,24 @@ import supervm
 from .backends import (
     FILE_BACKENDS,
     MARIADB_URL,
-    PG_URL,
     require_postgres,
     require_server,
     url_for,
     with_table,
 )
-from .crash_support import STALL_SECONDS, Replay, Tally, Worker, check_store, pause_until
+from .crash_support import (
+    MariaDBSessions,
+    PostgresSessions,
+    Replay,
+    Tally,
+    Worker,
+    check_store,
+    pause_until,
+)
 
 pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("SUPERVM_CRASH_KILLS", "24"))
-
-
-class PostgresSessions:
-    """Waits until the server has finished with a killed worker's connections."""
-
-    def __init__(self) -> None:
-        self.engine = sqlalchemy.create_engine(PG_URL, poolclass=sqlalchemy.pool.NullPool)
-
-    def wait_gone(self, application_name: str) -> None:
-        query = sqlalchemy.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
-        )
-        deadline = time.monotonic() + STALL_SECONDS
-        with self.engine.connect() as conn:
-            while conn.execute(query, {"name": application_name}).scalar_one():
-                if time.monotonic() > deadline:
-                    pytest.fail(f"a killed worker's PostgreSQL session {application_name} lingers")
-                time.sleep(0.005)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-
-class MariaDBSessions:
-    """Waits until the server has ended a killed worker's sessions in its database."""
-
-    def __init__(self) -> None:
-        import pymysql
-
-        url = sqlalchemy.engine.make_url(MARIADB_URL)
-        self.conn = pymysql.connect(
-            host=url.host, port=url.port or 3306, user=url.username,
-            password=url.password or "", autocommit=True,
-        )  # fmt: skip
-
-    def wait_gone(self, database: str) -> None:
-        deadline = time.monotonic() + STALL_SECONDS
-        with self.conn.cursor() as cur:
-            while True:
-                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s",
-                            (database,))  # fmt: skip
-                row = cur.fetchone()
-                if row is None or row[0] == 0:
-                    return
-                if time.monotonic() > deadline:
-                    pytest.fail(f"a killed worker's MariaDB session in {database} lingers")
-                time.sleep(0.005)
-
-    def drop_database(self, database: str) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 @pytest.mark.parametrize("backend", [*FILE_BACKENDS, "postgresql", "mariadb"])
