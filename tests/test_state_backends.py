@@ -71,8 +71,10 @@ def test_roots_history_proofs_revert_and_pruning_on_every_backend(
                 header = chain.header(height)
                 assert header is not None
                 for account in (ACCOUNTS[0], ACCOUNTS[1], b"\x77" * 20):
-                    proof = chain.prove_state(TOKEN, account, height)
-                    assert proof.value == states[height].get(state_key(TOKEN, account))
+                    balance = b"bal/" + account  # the token's key for a balance
+                    proof = chain.prove_state(TOKEN, balance, height)
+                    assert proof.value == states[height].get(state_key(TOKEN, balance))
+                    assert (proof.value is None) == (account == b"\x77" * 20)
                     assert verify(header.state_root, proof.key, proof.value, proof.proof)
             # Revert three blocks, re-apply them: the same chain.
             chain.revert_to(TOP - 3)

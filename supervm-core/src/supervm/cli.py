@@ -117,6 +117,8 @@ def _cmd_kv(args: argparse.Namespace) -> int:
     # Reading never creates a store: a URL that holds none is an error.
     writes = args.kv_command in ("set", "delete")
     url = args.store or default_store_url(create=writes)
+    if getattr(args, "height", None) is not None:
+        return _kv_at_height(args, url)
     with open_storage(url, create=writes) as store:
         if args.kv_command == "get":
             value = store.get(_parse_bytes(args.key, args.hex))
@@ -132,6 +134,48 @@ def _cmd_kv(args: argparse.Namespace) -> int:
             for key, value in store.scan(_parse_bytes(args.prefix, args.hex)):
                 print(f"{_show(key, args.hex)}\t{_show(value, args.hex)}")
     return 0
+
+
+def _kv_at_height(args: argparse.Namespace, url: str) -> int:
+    """``kv get`` / ``kv scan`` of the state after the block at ``--height``."""
+    chain = _read_chain(url)
+    try:
+        view = chain.at(args.height)
+        if args.kv_command == "get":
+            value = view.get(_parse_bytes(args.key, args.hex))
+            if value is None:
+                print(f"supervm: {args.key!r} not found at height {args.height} in {url}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            print(_show(value, args.hex))
+        else:
+            for key, value in view.scan(_parse_bytes(args.prefix, args.hex)):
+                print(f"{_show(key, args.hex)}\t{_show(value, args.hex)}")
+    finally:
+        _close(chain)
+    return 0
+
+
+def _height_arg(text: str) -> int:
+    """An argparse type: a block height (an integer >= 0)."""
+    try:
+        height = int(text)
+    except ValueError:
+        height = -1
+    if height < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a height (an integer >= 0)")
+    return height
+
+
+def _count_arg(text: str) -> int:
+    """An argparse type: a count of blocks (an integer >= 0)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of blocks (an integer >= 0)")
+    return count
 
 
 def _hex_arg(text: str, what: str) -> bytes:
@@ -152,6 +196,18 @@ def _chain(args: argparse.Namespace, *, create: bool = True) -> Any:
     try:
         runtime = Runtime(storage, fast=not args.public_api, ownership=OwnershipRegistry(storage))
         return Chain(storage, threads=1, runtime=runtime)
+    except BaseException:
+        storage.close()
+        raise
+
+
+def _read_chain(url: str) -> Any:
+    """The chain on the existing store at ``url`` (never created), for state commands."""
+    from supervm.chain import Chain
+
+    storage = open_storage(url, create=False)
+    try:
+        return Chain(storage, threads=1)
     except BaseException:
         storage.close()
         raise
@@ -269,8 +325,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback ``(done, total)`` drawn with rich on stderr when it is a terminal."""
+def _progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback ``(done, total)`` drawn with rich on stderr when it is a terminal.
+
+    A total of ``None`` leaves the total unknown (the bar pulses).
+    """
     console = Console(stderr=True)
     if not console.is_terminal:
         yield lambda done, total: None
@@ -285,7 +344,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(label, total=None)
 
-        def update(done: int, total: int) -> None:
+        def update(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
         yield update
@@ -530,6 +589,287 @@ def _cmd_block(args: argparse.Namespace) -> int:
           f"{_rate(len(receipts), seconds)}")  # fmt: skip
     print(f"block hash: {head.block_hash.hex()}")
     print(f"state root: {head.state_root.hex()}")
+    return 0
+
+
+# -- state: heads, proofs, pruning, reverting -------------------------------------------
+
+
+def _head_json(head: Any) -> dict[str, Any]:
+    return {
+        "height": head.height,
+        "block_hash": head.block_hash.hex(),
+        "state_root": head.state_root.hex(),
+    }
+
+
+def _cmd_head(args: argparse.Namespace) -> int:
+    url = args.store or default_store_url(create=False)
+    chain = _read_chain(url)
+    try:
+        head = chain.head()
+        horizon = chain.horizon()
+        keep = chain.keep_blocks
+    finally:
+        _close(chain)
+    if args.json:
+        print(json.dumps({"store": url, **_head_json(head), "horizon": horizon,
+                          "keep_blocks": keep}))  # fmt: skip
+        return 0
+    print(f"store:       {url}")
+    print(f"height:      {head.height}")
+    print(f"block hash:  {head.block_hash.hex()}")
+    print(f"state root:  {head.state_root.hex()}")
+    print(f"horizon:     {horizon} (heights {horizon} to {head.height} can be read)")
+    print(f"keep blocks: {'all (an archive)' if keep is None else keep}")
+    return 0
+
+
+def _proof_kind(proof: Any) -> str:
+    return "exclusion" if proof.value is None else "inclusion"
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    key = _parse_bytes(args.key, args.hex)
+    if not key:
+        raise SystemExit("supervm: error: KEY is empty")
+    contract = None
+    if args.contract is not None:
+        contract = _hex_arg(args.contract, "contract address")
+        if len(contract) != 20:
+            raise SystemExit(
+                f"supervm: error: contract address {args.contract!r} is {len(contract)} bytes, "
+                "not 20"
+            )
+    url = args.store or default_store_url(create=False)
+    chain = _read_chain(url)
+    try:
+        if contract is None:
+            proof = chain.prove(key, args.height)
+        else:
+            proof = chain.prove_state(contract, key, args.height)
+    finally:
+        _close(chain)
+    encoded = proof.encode()
+    if args.out:
+        Path(args.out).write_bytes(encoded)
+    kind = _proof_kind(proof)
+    if args.json:
+        print(json.dumps({**proof.to_json(), "kind": kind, "encoded": encoded.hex()}))
+        return 0
+    if contract is not None:
+        print(f"contract:     {contract.hex()}")
+        print(f"contract key: {key.hex()}")
+    print(f"key:          {proof.key.hex()}")
+    print(f"value:        {'absent' if proof.value is None else proof.value.hex()}")
+    print(f"height:       {proof.height}")
+    print(f"state root:   {proof.state_root.hex()}")
+    print(f"kind:         {kind}")
+    print(f"proof:        {encoded.hex()}")
+    print(f"proof size:   {len(encoded)} bytes")
+    if args.out:
+        print(f"written to:   {args.out}")
+    return 0
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SystemExit(f"supervm: error: {path}: no such file") from None
+
+
+def _load_proof(args: argparse.Namespace) -> Any:
+    """The StateProof of ``--proof-file``, ``--proof`` or ``--json-file``."""
+    from supervm.chain import StateProof
+    from supervm.tree import ProofError
+
+    if args.json_file is not None:
+        where = args.json_file
+        try:
+            data = json.loads(_read_file(where))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"supervm: error: {where}: not valid JSON ({exc})") from None
+        try:
+            proof = StateProof.from_json(data)
+        except ProofError as exc:
+            raise SystemExit(f"supervm: error: {where}: malformed proof: {exc}") from None
+        # What `supervm prove --json` adds must agree with the proof it describes.
+        if "encoded" in data and data["encoded"] != proof.encode().hex():
+            raise SystemExit(
+                f"supervm: error: {where}: malformed proof: its 'encoded' field is not the "
+                "encoding of its other fields"
+            )
+        if "kind" in data and data["kind"] != _proof_kind(proof):
+            raise SystemExit(
+                f"supervm: error: {where}: malformed proof: kind {data['kind']!r} does not "
+                f"match its value (an {_proof_kind(proof)} proof)"
+            )
+        return proof
+    if args.proof_file is not None:
+        where = args.proof_file
+        data = _read_file(where)
+    else:
+        where = "--proof"
+        data = _hex_arg(args.proof, "proof")
+    try:
+        return StateProof.decode(data)
+    except ProofError as exc:
+        hint = " (a JSON proof? use --json-file)" if data.lstrip().startswith(b"{") else ""
+        raise SystemExit(f"supervm: error: {where}: malformed proof: {exc}{hint}") from None
+
+
+def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str | None]:
+    """The root to check ``proof`` against: (root, where it came from, store URL or None).
+
+    ``--root`` first; else the header at the proof's height in ``--store`` (or
+    ``$SUPERVM_STORE``, or the default store when it exists); else the proof's own.
+    """
+    from supervm.chain import GENESIS
+    from supervm.errors import StoreNotFoundError
+
+    if args.root is not None:
+        root = _hex_arg(args.root, "root")
+        if len(root) != 32:
+            raise SystemExit(f"supervm: error: root {args.root!r} is {len(root)} bytes, not 32")
+        return root, "given with --root", None
+    explicit = args.store or os.environ.get("SUPERVM_STORE")
+    url = explicit or default_store_url(create=False)
+    if not explicit and url.startswith("memory:"):
+        return proof.state_root, "proof", None
+    try:
+        chain = _read_chain(url)
+    except StoreNotFoundError:
+        if explicit:
+            raise
+        return proof.state_root, "proof", None
+    try:
+        if proof.height == 0:
+            return GENESIS.state_root, "the empty state's (height 0)", url
+        header = chain.header(proof.height)
+        head = chain.head().height
+    finally:
+        _close(chain)
+    if header is None:
+        raise SystemExit(
+            f"supervm: error: {url} has no block at height {proof.height} (its head is "
+            f"{head}): cannot check the proof against it; give --root HEX or another --store"
+        )
+    return header.state_root, f"header of block {proof.height} in {url}", url
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    proof = _load_proof(args)
+    root, source, url = _trusted_root(args, proof)
+    own = source == "proof"
+    key = proof.key.hex()
+    value = "absent" if proof.value is None else proof.value.hex()
+    claim = f"{key} absent" if proof.value is None else f"{key} = {value}"
+    reason = None
+    if proof.state_root != root:
+        reason = f"the proof names state root {proof.state_root.hex()}, not {root.hex()}"
+    elif not proof.verify(root):
+        reason = "the tree proof does not lead from the key and value to the root"
+    valid = reason is None
+    warning = (
+        "checked against the proof's own state root: this shows only that the proof is "
+        "self-consistent, not that the chain holds it (give --root HEX or --store URL)"
+    )
+    if own:
+        print(f"supervm: warning: {warning}", file=sys.stderr)
+    if args.json:
+        report = {
+            "valid": valid,
+            **proof.to_json(),
+            "kind": _proof_kind(proof),
+            "root": root.hex(),
+            "root_source": "proof" if own else ("store" if url else "argument"),
+            "store": url,
+            "reason": reason,
+        }
+        del report["proof"]
+        print(json.dumps(report))
+        return 0 if valid else 1
+    print(f"root:    {root.hex()} ({'the proof’s own' if own else source})")
+    if valid:
+        print(f"valid: {claim} at height {proof.height}")
+        return 0
+    print(f"invalid: {reason}; the proof claims {claim} at height {proof.height}")
+    return 1
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    url = args.store or default_store_url(create=False)
+    chain = _read_chain(url)
+    try:
+        keep = args.keep_blocks
+        if keep is None:
+            keep = chain.keep_blocks
+        else:
+            chain.history.set_keep_blocks(keep)
+        head = chain.head().height
+        report = None
+        if keep is not None:
+            done = 0
+            with _progress("pruning") as progress:
+
+                def step(keys: int) -> None:
+                    nonlocal done
+                    done += keys
+                    progress(done, None)
+
+                report = chain.prune(keep_blocks=keep, progress=step)
+    finally:
+        _close(chain)
+    if report is None:
+        if args.json:
+            print(json.dumps({"store": url, "keep_blocks": None, "archive": True,
+                              "pruned": False, "head": head}))  # fmt: skip
+        else:
+            print(f"{url} is an archive (no keep_blocks setting): nothing pruned; "
+                  "give --keep-blocks N to keep the history of the last N blocks only")  # fmt: skip
+        return 0
+    if args.json:
+        print(json.dumps({
+            "store": url, "keep_blocks": keep, "archive": False, "pruned": True, "head": head,
+            "horizon": report.horizon, "keys": report.keys, "bytes": report.bytes,
+            "change_sets": report.change_sets, "tree_nodes": report.tree_nodes,
+            "complete": report.complete,
+        }))  # fmt: skip
+        return 0
+    print(f"keep blocks: {keep} (recorded in the store)")
+    print(f"horizon:     {report.horizon} (heights {report.horizon} to {head} can be read)")
+    print(f"reclaimed:   {_plural(report.keys, 'key')}, {_plural(report.bytes, 'byte')}")
+    print(f"change sets: {report.change_sets:,}")
+    print(f"tree nodes:  {report.tree_nodes:,}")
+    return 0
+
+
+def _cmd_revert(args: argparse.Namespace) -> int:
+    url = args.store or default_store_url(create=False)
+    chain = _read_chain(url)
+    try:
+        report = chain.revert_to(args.to)
+        head = chain.head()
+    finally:
+        _close(chain)
+    if args.json:
+        print(json.dumps({
+            "store": url, "from_height": report.from_height, "to_height": report.to_height,
+            "keys_restored": report.keys_restored, "operations": report.operations,
+            **_head_json(head),
+        }))  # fmt: skip
+        return 0
+    if report.from_height == report.to_height:
+        print(f"nothing to revert: the head is already at height {head.height}")
+    else:
+        print(f"reverted:      blocks {report.to_height + 1} to {report.from_height}")
+        print(f"from height:   {report.from_height}")
+        print(f"to height:     {report.to_height}")
+        print(f"keys restored: {report.keys_restored:,}")
+    print(f"head:          height {head.height}")
+    print(f"block hash:    {head.block_hash.hex()}")
+    print(f"state root:    {head.state_root.hex()}")
     return 0
 
 
