@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,7 @@ from .conftest import (
     register,
     transfer,
     u64,
+    wasm,
 )
 
 Chains = Callable[..., Chain]
@@ -351,3 +353,27 @@ def test_one_transaction_or_one_thread_runs_sequentially(chains: Chains) -> None
     assert result.encode() == lone.execute(block, mode="sequential").encode()
     with pytest.raises(ValueError, match="mode"):
         lone.execute(block, mode="speculative")
+
+
+def test_the_worked_example_of_docs_chain_md_is_what_the_code_gives() -> None:
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "chain.md").read_text()
+    chain = Chain(MemoryStorage(), threads=1)
+    try:
+        token = chain.deploy(wasm("token.wasm"))
+        alice = b"\x0a" * 20
+        mint_tx = Transaction(token, "mint", alice + u64(1000), sender=alice)
+        result = chain.apply(Block(2, 1_700_000_000, (mint_tx,)))
+        header = result.header
+        assert header.hash.hex() in docs
+        for root in (header.parent_hash, header.transactions_root, header.state_root,
+                     header.receipts_root):  # fmt: skip
+            assert root.hex() in docs
+        proof = chain.prove_state(token, b"bal/" + alice)
+        assert len(proof.encode()) == 267 and proof.verify(header.state_root)
+        assert proof.proof.leaf is not None
+        assert proof.proof.leaf[0].hex()[:8] in docs and proof.proof.siblings[0].hex()[:8] in docs
+        absent = chain.prove_state(token, b"bal/" + b"\x0b" * 20)
+        assert len(absent.encode()) == 255 and absent.value is None
+        assert absent.verify(header.state_root)
+    finally:
+        chain.close()
