@@ -638,8 +638,8 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         contract = _hex_arg(args.contract, "contract address")
         if len(contract) != 20:
             raise SystemExit(
-                f"supervm: error: contract address {args.contract!r} is {len(contract)} bytes, "
-                "not 20"
+                f"supervm: error: contract address {args.contract!r} is "
+                f"{_plural(len(contract), 'byte')}, not 20"
             )
     url = args.store or default_store_url(create=False)
     chain = _read_chain(url)
@@ -687,8 +687,12 @@ def _load_proof(args: argparse.Namespace) -> Any:
     if args.json_file is not None:
         where = args.json_file
         try:
-            data = json.loads(_read_file(where))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(_read_file(where).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SystemExit(
+                f"supervm: error: {where}: not JSON text (an encoded proof? use --proof-file)"
+            ) from None
+        except json.JSONDecodeError as exc:
             raise SystemExit(f"supervm: error: {where}: not valid JSON ({exc})") from None
         try:
             proof = StateProof.from_json(data)
@@ -731,18 +735,20 @@ def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str
     if args.root is not None:
         root = _hex_arg(args.root, "root")
         if len(root) != 32:
-            raise SystemExit(f"supervm: error: root {args.root!r} is {len(root)} bytes, not 32")
+            raise SystemExit(
+                f"supervm: error: root {args.root!r} is {_plural(len(root), 'byte')}, not 32"
+            )
         return root, "given with --root", None
     explicit = args.store or os.environ.get("SUPERVM_STORE")
     url = explicit or default_store_url(create=False)
     if not explicit and url.startswith("memory:"):
-        return proof.state_root, "proof", None
+        return proof.state_root, "the proof's own", None
     try:
         chain = _read_chain(url)
     except StoreNotFoundError:
         if explicit:
             raise
-        return proof.state_root, "proof", None
+        return proof.state_root, "the proof's own", None
     try:
         if proof.height == 0:
             return GENESIS.state_root, "the empty state's (height 0)", url
@@ -761,7 +767,7 @@ def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str
 def _cmd_verify(args: argparse.Namespace) -> int:
     proof = _load_proof(args)
     root, source, url = _trusted_root(args, proof)
-    own = source == "proof"
+    own = source == "the proof's own"
     key = proof.key.hex()
     value = "absent" if proof.value is None else proof.value.hex()
     claim = f"{key} absent" if proof.value is None else f"{key} = {value}"
@@ -790,7 +796,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         del report["proof"]
         print(json.dumps(report))
         return 0 if valid else 1
-    print(f"root:    {root.hex()} ({'the proof’s own' if own else source})")
+    print(f"root:    {root.hex()} ({source})")
     if valid:
         print(f"valid: {claim} at height {proof.height}")
         return 0
@@ -911,8 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
     kv = sub.add_parser("kv", help="read and write a store directly", parents=[_kv_options(False)])
     kv_sub = kv.add_subparsers(dest="kv_command", metavar="ACTION", required=True)
     actions = [_kv_options(True)]
+    height_help = "read the state after the block at height H (a kept height)"
     kv_get = kv_sub.add_parser("get", help="print the value of KEY", parents=actions)
     kv_get.add_argument("key")
+    kv_get.add_argument("--height", type=_height_arg, metavar="H", help=height_help)
     kv_set = kv_sub.add_parser("set", help="store VALUE under KEY", parents=actions)
     kv_set.add_argument("key")
     kv_set.add_argument("value")
@@ -922,6 +930,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scan", help="list keys starting with PREFIX, in order", parents=actions
     )
     kv_scan.add_argument("prefix", nargs="?", default="")
+    kv_scan.add_argument("--height", type=_height_arg, metavar="H", help=height_help)
     kv.set_defaults(func=_cmd_kv)
 
     deploy = sub.add_parser("deploy", help="deploy a contract; prints its address")
@@ -984,6 +993,70 @@ def build_parser() -> argparse.ArgumentParser:
     block.add_argument("--store", metavar="URL", help=_STORE_HELP)
     block.add_argument("--json", action="store_true", help="print one JSON object")
     block.set_defaults(func=_cmd_block)
+
+    head = sub.add_parser("head", help="the head block, its state root and the pruning horizon")
+    head.add_argument("--store", metavar="URL", help=_STORE_HELP)
+    head.add_argument("--json", action="store_true", help="print one JSON object")
+    head.set_defaults(func=_cmd_head)
+
+    prove = sub.add_parser(
+        "prove",
+        help="a Merkle proof of KEY's value (or absence) at a height",
+        description="Prove KEY's value, or its absence, in the state tree at --height "
+        "(default: the head). With --contract, KEY is the key as that contract sees it; "
+        "else a raw store key. --out writes the encoded proof for `supervm verify`.",
+    )
+    prove.add_argument("key")
+    prove.add_argument("--contract", metavar="ADDRESS", help="contract address (hex)")
+    prove.add_argument("--height", type=_height_arg, metavar="H", help="height (default: head)")
+    prove.add_argument("--hex", action="store_true", help="KEY is hexadecimal")
+    prove.add_argument("--out", metavar="FILE", help="write the encoded proof to FILE")
+    prove.add_argument("--store", metavar="URL", help=_STORE_HELP)
+    prove.add_argument("--json", action="store_true", help="print the proof as JSON")
+    prove.set_defaults(func=_cmd_prove)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check a state proof against a trusted root (exit 0: valid, 1: not)",
+        description="Check a proof made by `supervm prove`: against --root when given (the "
+        "root you trust; no store is needed), else against the header at the proof's "
+        "height in --store ($SUPERVM_STORE, or the default store when it exists), else "
+        "against the proof's own root, which shows only that it is self-consistent.",
+    )
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--proof-file", metavar="FILE", help="encoded proof (prove --out)")
+    source.add_argument("--proof", metavar="HEX", help="encoded proof in hex")
+    source.add_argument("--json-file", metavar="FILE", help="proof as JSON (prove --json)")
+    verify.add_argument("--root", metavar="HEX", help="the state root you trust (32 bytes)")
+    verify.add_argument("--store", metavar="URL", help=_STORE_HELP)
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(func=_cmd_verify)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete the history of blocks older than the last N",
+        description="Record --keep-blocks N in the store and delete the change sets and "
+        "tree nodes that only heights below head - N need. Without --keep-blocks the "
+        "store's setting is used; a store with none is an archive and nothing is pruned.",
+    )
+    prune.add_argument(
+        "--keep-blocks", type=_count_arg, metavar="N",
+        help="keep the history of the last N blocks (recorded in the store)",
+    )  # fmt: skip
+    prune.add_argument("--store", metavar="URL", help=_STORE_HELP)
+    prune.add_argument("--json", action="store_true", help="print one JSON object")
+    prune.set_defaults(func=_cmd_prune)
+
+    revert = sub.add_parser(
+        "revert", help="unwind every block above height H (state, tree, headers) at once"
+    )
+    revert.add_argument(
+        "--to", type=_height_arg, metavar="H", required=True,
+        help="the height that becomes the head (at or above the horizon)",
+    )  # fmt: skip
+    revert.add_argument("--store", metavar="URL", help=_STORE_HELP)
+    revert.add_argument("--json", action="store_true", help="print one JSON object")
+    revert.set_defaults(func=_cmd_revert)
 
     build = sub.add_parser("build", help="compile a C contract to wasm (needs supervm-core[build])")
     build.add_argument("source")

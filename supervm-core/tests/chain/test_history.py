@@ -306,3 +306,49 @@ def test_bad_heights_and_keys_are_refused(tmp_path: Path) -> None:
         assert chain.revert_to(head).operations == 0  # nothing above the head
     finally:
         chain.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "rocksdb"])
+def test_a_reader_at_a_height_sees_that_height_while_blocks_commit(
+    backend: str, tmp_path: Path
+) -> None:
+    import threading
+
+    storage = open_store(backend, tmp_path)
+    run = build(storage, [[("poke", i % 6, b"a%d" % i), ("mint", i % 6, 2)] for i in range(4)])
+    chain = run.chain
+    c = ADDRESSES
+    pinned = chain.head().height
+    expected = run.states[pinned]
+    view = chain.at(pinned)
+    stop = threading.Event()
+    seen: list[int] = []
+    failures: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            got = dict(view.scan(b""))
+            if got != expected:
+                failures.append(f"scan differs after {len(seen)} reads")
+                return
+            for key, value in expected.items():
+                if view.get(key) != value:
+                    failures.append(f"{key.hex()} differs")
+                    return
+            seen.append(1)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(30):
+            height = chain.head().height + 1
+            ops = (obj(c, "poke", ACCOUNTS[0], ACCOUNTS[i % 6] + b"new%d" % i),
+                   transfer(c, ACCOUNTS[i % 6], ACCOUNTS[(i + 1) % 6], 1))  # fmt: skip
+            chain.apply(Block(height, height, ops))
+    finally:
+        stop.set()
+        reader.join()
+        chain.close()
+        storage.close()
+    assert not failures, failures
+    assert seen, "the reader never finished a read"
