@@ -723,8 +723,17 @@ def _load_proof(args: argparse.Namespace) -> Any:
         raise SystemExit(f"supervm: error: {where}: malformed proof: {exc}{hint}") from None
 
 
-def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str | None]:
-    """The root to check ``proof`` against: (root, where it came from, store URL or None).
+def _root_arg(text: str) -> bytes:
+    root = _hex_arg(text, "root")
+    if len(root) != 32:
+        raise SystemExit(f"supervm: error: root {text!r} is {_plural(len(root), 'byte')}, not 32")
+    return root
+
+
+def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str, str | None]:
+    """The root to check ``proof`` against: (root, source, its description, store URL).
+
+    The source is ``argument``, ``store`` or ``proof``.
 
     ``--root`` first; else the header at the proof's height in ``--store`` (or
     ``$SUPERVM_STORE``, or the default store when it exists); else the proof's own.
@@ -733,25 +742,21 @@ def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str
     from supervm.errors import StoreNotFoundError
 
     if args.root is not None:
-        root = _hex_arg(args.root, "root")
-        if len(root) != 32:
-            raise SystemExit(
-                f"supervm: error: root {args.root!r} is {_plural(len(root), 'byte')}, not 32"
-            )
-        return root, "given with --root", None
+        return _root_arg(args.root), "argument", "given with --root", None
     explicit = args.store or os.environ.get("SUPERVM_STORE")
     url = explicit or default_store_url(create=False)
+    own = (proof.state_root, "proof", "the proof's own", None)
     if not explicit and url.startswith("memory:"):
-        return proof.state_root, "the proof's own", None
+        return own
     try:
         chain = _read_chain(url)
     except StoreNotFoundError:
         if explicit:
             raise
-        return proof.state_root, "the proof's own", None
+        return own
     try:
         if proof.height == 0:
-            return GENESIS.state_root, "the empty state's (height 0)", url
+            return GENESIS.state_root, "store", "the empty state's (height 0)", url
         header = chain.header(proof.height)
         head = chain.head().height
     finally:
@@ -761,13 +766,14 @@ def _trusted_root(args: argparse.Namespace, proof: Any) -> tuple[bytes, str, str
             f"supervm: error: {url} has no block at height {proof.height} (its head is "
             f"{head}): cannot check the proof against it; give --root HEX or another --store"
         )
-    return header.state_root, f"header of block {proof.height} in {url}", url
+    return header.state_root, "store", f"header of block {proof.height} in {url}", url
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.root is not None:
+        _root_arg(args.root)  # a bad --root is reported before the proof is read
     proof = _load_proof(args)
-    root, source, url = _trusted_root(args, proof)
-    own = source == "the proof's own"
+    root, source, described, url = _trusted_root(args, proof)
     key = proof.key.hex()
     value = "absent" if proof.value is None else proof.value.hex()
     claim = f"{key} absent" if proof.value is None else f"{key} = {value}"
@@ -781,7 +787,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         "checked against the proof's own state root: this shows only that the proof is "
         "self-consistent, not that the chain holds it (give --root HEX or --store URL)"
     )
-    if own:
+    if source == "proof":
         print(f"supervm: warning: {warning}", file=sys.stderr)
     if args.json:
         report = {
@@ -789,14 +795,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             **proof.to_json(),
             "kind": _proof_kind(proof),
             "root": root.hex(),
-            "root_source": "proof" if own else ("store" if url else "argument"),
+            "root_source": source,
             "store": url,
             "reason": reason,
         }
         del report["proof"]
         print(json.dumps(report))
         return 0 if valid else 1
-    print(f"root:    {root.hex()} ({source})")
+    print(f"root:    {root.hex()} ({described})")
     if valid:
         print(f"valid: {claim} at height {proof.height}")
         return 0
@@ -812,7 +818,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         if keep is None:
             keep = chain.keep_blocks
         else:
-            chain.history.set_keep_blocks(keep)
+            chain.keep_blocks = keep
         head = chain.head().height
         report = None
         if keep is not None:

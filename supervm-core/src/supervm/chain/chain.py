@@ -283,8 +283,10 @@ class Chain:
 
         ``key`` is a raw store key; :meth:`prove_state` takes a contract's own key.
         """
-        if type(key) is not bytes or not key:
-            raise TypeError(f"a key is non-empty bytes, not {key!r}")
+        if type(key) is not bytes:
+            raise TypeError(f"a key is bytes, not {type(key).__name__}")
+        if not key:
+            raise ValueError("a key is non-empty bytes: the empty key has no proof")
         if not in_state_tree(key):
             raise ValueError(f"key {key.hex()} is chain metadata, not state: it has no proof")
         head = self.head()
@@ -346,8 +348,16 @@ class Chain:
 
     @property
     def keep_blocks(self) -> int | None:
-        """How many recent blocks' history the store keeps (``None``: all)."""
+        """How many recent blocks' history the store keeps (``None``: all, an archive).
+
+        Setting it records the setting in the store; :meth:`prune` applies it.
+        """
         return self.history.keep_blocks()
+
+    @keep_blocks.setter
+    def keep_blocks(self, keep: int | None) -> None:
+        with self._write_lock:
+            self.history.set_keep_blocks(keep)
 
     def horizon(self) -> int:
         """The lowest height whose state can still be read, proved or reverted to."""
