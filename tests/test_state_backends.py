@@ -22,10 +22,13 @@ from supervm.layout import in_state_tree, state_key
 from supervm.storage import Storage
 from supervm.tree import verify
 from supervm.tree.rebuild import root_of
+from supervm.vm.runtime import contract_address
 
 from .backends import ALL_BACKENDS, fresh_store
 from .crash_support import Replay
-from .crash_worker import ACCOUNTS, OWNER, TOKEN, build_block, u64
+from .crash_worker import ACCOUNTS, OWNER, ROOT, TOKEN, build_block, u64
+
+CONTRACTS = ROOT / "examples" / "contracts"
 
 SEED = 99
 TOP = 10
@@ -103,22 +106,40 @@ def replay_head(replay: Replay, height: int) -> tuple[int, bytes, bytes]:
 
 # -- random blocks, reverts and prunes on every back end --------------------------------
 
+move = st.one_of(
+    st.tuples(st.just("transfer"), st.integers(0, 7), st.integers(0, 7), st.integers(1, 40)),
+    st.tuples(st.just("register"), st.integers(0, 7), st.sampled_from([b"al", b"alb", b"b"])),
+    st.tuples(st.just("list"), st.integers(0, 7), st.sampled_from([b"", b"a", b"al"])),
+)
 step = st.one_of(
-    st.tuples(st.just("block"), st.lists(
-        st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(1, 40)), min_size=1,
-        max_size=6,
-    )),
+    st.tuples(st.just("block"), st.lists(move, min_size=1, max_size=6)),
     st.tuples(st.just("revert"), st.integers(1, 3)),
     st.tuples(st.just("prune"), st.integers(1, 4)),
 )  # fmt: skip
 
 
-def transfers_block(height: int, moves: list[tuple[int, int, int]]) -> Block:
-    """Transfers between the first accounts; the whole of a small balance deletes its key."""
+REGISTRY = contract_address((CONTRACTS / "registry.wasm").read_bytes())
+
+
+def moves_block(height: int, moves: list[tuple[object, ...]]) -> Block:
+    """Transfers (the whole of a small balance deletes its key), names registered in the
+    registry, and listings of its names (prefix scans)."""
     txs = []
-    for sender, to, amount in moves:
-        data = ACCOUNTS[to] + u64(amount)
-        txs.append(Transaction(TOKEN, "transfer", data, sender=ACCOUNTS[sender]))
+    for kind, sender, arg, *rest in moves:
+        assert isinstance(sender, int)
+        who = ACCOUNTS[sender]
+        if kind == "transfer":
+            assert isinstance(arg, int)
+            amount = rest[0]
+            assert isinstance(amount, int)
+            txs.append(Transaction(TOKEN, "transfer", ACCOUNTS[arg] + u64(amount), sender=who))
+        elif kind == "register":
+            assert isinstance(arg, bytes)
+            data = bytes([len(arg)]) + arg + who[:3]
+            txs.append(Transaction(REGISTRY, "register", data, sender=who))
+        else:
+            assert isinstance(arg, bytes)
+            txs.append(Transaction(REGISTRY, "list", arg, sender=who))
     return Block(height, 1_700_000_000 + height, tuple(txs))
 
 
@@ -144,18 +165,24 @@ def test_random_steps_keep_the_root_equal_to_a_rebuild(backend: str, tmp_path: P
         with fresh_store(backend, tmp_path / f"case{next(counter)}") as store:
             chain = Chain(store, threads=1)
             try:
+                chain.executor.min_parallel_gas = 0
                 chain.apply(build_block(TOKEN, SEED, 1), mode="sequential")
                 chain.apply(mint_block(2), mode="sequential")
-                roots = {h: chain.header(h).state_root for h in (1, 2)}  # type: ignore[union-attr]
+                assert chain.deploy((CONTRACTS / "registry.wasm").read_bytes()) == REGISTRY
+                roots = {h: chain.header(h).state_root for h in (1, 2, 3)}  # type: ignore[union-attr]
                 for kind, arg in steps:
                     head = chain.head().height
                     if kind == "block":
                         assert isinstance(arg, list)
-                        result = chain.apply(transfers_block(head + 1, arg))
+                        block = moves_block(head + 1, arg)
+                        result = chain.execute(block, mode="parallel")
+                        sequential = chain.execute(block, mode="sequential")
+                        assert result.encode() == sequential.encode()
+                        chain.commit(result)
                         roots[head + 1] = result.state_root
                     elif kind == "revert":
                         assert isinstance(arg, int)
-                        target = max(head - arg, max(chain.horizon(), 2))
+                        target = max(head - arg, max(chain.horizon(), 3))
                         chain.revert_to(target)
                         roots = {h: r for h, r in roots.items() if h <= target}
                     else:

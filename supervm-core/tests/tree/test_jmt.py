@@ -510,3 +510,14 @@ def test_update_timing() -> None:
         f"proof: {len(proof.siblings)} siblings, {len(proof.encode())} bytes"
     )
     assert cold.root_hash(2) == update.root_hash
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    state=st.dictionaries(st.binary(min_size=1, max_size=24), st.binary(max_size=16), max_size=60)
+)
+def test_the_from_scratch_rebuild_equals_the_naive_reference(state: dict[bytes, bytes]) -> None:
+    from supervm.tree.rebuild import root_of
+
+    assert root_of(state) == reference_root(state)
+    assert root_of(list(state.items())) == reference_root(state)
