@@ -54,7 +54,7 @@
    ``chain.at(h).get(key)`` with the view made for the read; median, p90 and
    p99, and the ratios of the medians.
 4. Pruning on RocksDB, after item 3's history, in the parent process: one
-   ``chain.prune(keep_blocks=--keep-blocks)`` (100), timed: change-set
+   ``chain.prune(keep_blocks=--keep-blocks)`` (100), timed: history
    entries and tree nodes ("versions") reclaimed per second, keys and bytes
    deleted, entries under each history and tree prefix before and after, and
    the store's size on disk before and after: the sum of the files in the
@@ -634,8 +634,8 @@ def read_figures(history: History, args: argparse.Namespace) -> dict:
 
 
 PRUNE_PREFIXES = {
-    "change sets (h/c/)": CHANGE_PREFIX,
-    "history index (h/i/)": HISTORY_PREFIX,
+    "change records (h/c/)": CHANGE_PREFIX,
+    "history entries (h/i/)": HISTORY_PREFIX,
     "tree nodes (t/n/)": TREE_NODE_PREFIX,
     "stale records (t/s/)": TREE_STALE_PREFIX,
     "root records (t/r/)": TREE_ROOT_PREFIX,
@@ -675,7 +675,7 @@ def prune_figures(history: History, args: argparse.Namespace) -> dict:
     after = {"closed": disk_size(path)}
     compact(path)
     after["compacted"] = disk_size(path)
-    versions = report.change_sets + report.tree_nodes
+    versions = report.history_entries + report.tree_nodes
     return {
         "keep_blocks": args.keep_blocks, "head": head, "horizon": horizon, "seconds": elapsed,
         "report": asdict(report), "versions": versions, "versions_per_s": versions / elapsed,
@@ -764,7 +764,7 @@ def report(figures: dict) -> str:
         lines += [
             f"\nPruning, RocksDB: keep {p['keep_blocks']} of {p['head']:,} blocks (horizon "
             f"{p['horizon']:,}) in {p['seconds']:.2f} s: {p['versions']:,} versions "
-            f"({rep['change_sets']:,} change-set entries + {rep['tree_nodes']:,} tree nodes), "
+            f"({rep['history_entries']:,} history entries + {rep['tree_nodes']:,} tree nodes), "
             f"{p['versions_per_s']:,.0f} versions/s; {rep['keys']:,} keys "
             f"({p['keys_per_s']:,.0f}/s), {_mb(rep['bytes'])} deleted\n",
             "| entries | before | after |", "| --- | --- | --- |",

@@ -845,14 +845,15 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         print(json.dumps({
             "store": url, "keep_blocks": keep, "archive": False, "pruned": True, "head": head,
             "horizon": report.horizon, "keys": report.keys, "bytes": report.bytes,
-            "change_sets": report.change_sets, "tree_nodes": report.tree_nodes,
+            "change_sets": report.change_sets, "history_entries": report.history_entries,
+            "tree_nodes": report.tree_nodes,
             "complete": report.complete,
         }))  # fmt: skip
         return 0
     print(f"keep blocks: {keep} (recorded in the store)")
     print(f"horizon:     {report.horizon} (heights {report.horizon} to {head} can be read)")
     print(f"reclaimed:   {_plural(report.keys, 'key')}, {_plural(report.bytes, 'byte')}")
-    print(f"change sets: {report.change_sets:,}")
+    print(f"history:     {report.history_entries:,} entries of {report.change_sets:,} blocks")
     print(f"tree nodes:  {report.tree_nodes:,}")
     return 0
 

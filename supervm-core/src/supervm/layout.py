@@ -14,10 +14,10 @@ key                         value
 ``meta/layout``             this layout's version (4 bytes, big-endian)
 ``meta/pruned``             the lowest height whose state is kept (absent: 0)
 ``meta/keep_blocks``        how many recent blocks' history to keep (absent: all)
-``h/c/`` + height + key     the key's value before that block (0x00: absent,
-                            0x01 + value) (:mod:`supervm.chain.history`)
-``h/i/`` + len + key + hgt  history index: the block at that height changed the
-                            key (len: 2 bytes; value empty)
+``h/i/`` + len + key + hgt  the key's value before the block at that height
+                            (0x00: absent, 0x01 + value; len: 2 bytes)
+                            (:mod:`supervm.chain.history`)
+``h/c/`` + height           the keys that block changed (2-byte length + key each)
 ``t/n/`` + node key         a state-tree node (:mod:`supervm.tree`); the node key is
                             the version (8 bytes, big-endian), the nibble count
                             (1 byte) and the packed nibble path

@@ -169,7 +169,7 @@ def test_revert_restores_the_recorded_state_and_reapplying_gives_the_same_chain(
                 assert chain.tree.check(target) == len(run.states[target])
             for height in range(target + 1, head + 1):
                 assert chain.header(height) is None and chain.block(height) is None
-                assert not list(storage.scan(CHANGE_PREFIX + height.to_bytes(8, "big")))
+                assert storage.get(CHANGE_PREFIX + height.to_bytes(8, "big")) is None
             check_every_height(run if target == head else _trimmed(run, target))
             # Re-applying the same blocks gives the same chain, byte for byte.
             for height in range(target + 1, head + 1):
@@ -217,7 +217,7 @@ def test_pruning_keeps_the_last_blocks_and_refuses_below(backend: str, tmp_path:
                 chain.revert_to(height)
         check_every_height(run, low=horizon)
         assert chain.tree.check(head) == len(run.states[head])
-        # No change set of a block at or below the horizon is left, nor its index entries.
+        # No change record of a block at or below the horizon is left, nor its history.
         for key, _ in storage.scan(CHANGE_PREFIX):
             assert int.from_bytes(key[len(CHANGE_PREFIX) : len(CHANGE_PREFIX) + 8], "big") > horizon
         for key, _ in storage.scan(HISTORY_PREFIX):

@@ -6,6 +6,7 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from supervm.chain.header import BlockFormatError, BlockHeader, merkle_root
 from supervm.state import WriteSet
@@ -45,6 +46,10 @@ class Transaction:
 
     def encode(self) -> bytes:
         """The canonical encoding (what the transactions root and the block body hold)."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         method = self.method.encode()
         return b"".join((
             bytes((_TX_VERSION,)), _frame(self.contract), _frame(method), _frame(self.input),

@@ -322,8 +322,8 @@ class Chain:
         ops: list[BatchOp] = []
         restored = 0
         for undone in range(head.height, height, -1):
-            unwind = self.history.unwind_ops(undone)
-            restored += len(unwind) // 3
+            unwind, keys = self.history.unwind_ops(undone)
+            restored += keys
             ops += unwind
             version = struct.pack(">Q", undone)
             for prefix in (TREE_NODE_PREFIX, TREE_STALE_PREFIX):

@@ -1,23 +1,24 @@
-"""State at past heights: per-block change sets and a history index, pruning and unwinding.
+"""State at past heights: per-key history entries and per-block change records; pruning, unwinding.
 
 The layout follows the archive layout of Erigon and reth: the latest state is
 kept plain (a read of it is one storage get), and every block also writes
 
-- a change set: for each key it changed, the key's value before the block
-  (``h/c/`` + height + key -> ``0x00`` when the key was absent, else ``0x01``
-  + the old value);
-- history index entries: ``h/i/`` + key length (2 bytes) + key + height ->
-  empty, so the heights at which a key changed sort together, in order.
+- history entries: for each key it changed, ``h/i/`` + key length (2 bytes) +
+  key + height -> the key's value before the block (``0x00`` when the key was
+  absent, else ``0x01`` + the old value), so the changes of one key sort
+  together, by height;
+- its change record: ``h/c/`` + height -> the keys it changed (each as a
+  2-byte length and the key), for unwinding and pruning.
 
-The value of ``k`` at height ``h`` is the old value recorded by the first block
-after ``h`` that changed ``k``, or the latest value when no later block did.
-Change sets are written only for the keys the state tree covers
-(:func:`~supervm.layout.in_state_tree`).
+The value of ``k`` at height ``h`` is the old value in the first history entry
+of ``k`` above ``h`` (one range-scan step), or the latest value when no later
+block changed ``k``. History is written only for the keys the state tree
+covers (:func:`~supervm.layout.in_state_tree`).
 
 Pruning to a horizon ``p`` first records ``p`` (reads below it then raise
 :class:`PrunedHeightError`), then deletes, in bounded batches, the change
-sets and index entries of blocks up to ``p``, the tree nodes made stale at
-versions up to ``p`` and the tree's root records below ``p``. Each batch is
+records and history entries of blocks up to ``p``, the tree nodes made stale
+at versions up to ``p`` and the tree's root records below ``p``. Each batch is
 atomic and the work is found again from the store, so an interrupted pruning
 resumes where it stopped. Headers and block bodies are kept.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from supervm.errors import SuperVMError
 from supervm.layout import (
@@ -41,7 +43,7 @@ from supervm.layout import (
     in_state_tree,
 )
 from supervm.state import BatchOp, merge
-from supervm.storage import RangeScanStorage, Storage, prefix_upper_bound
+from supervm.storage import Storage, prefix_upper_bound
 
 __all__ = [
     "HeightView",
@@ -49,12 +51,15 @@ __all__ = [
     "PruneReport",
     "PrunedHeightError",
     "change_key",
+    "decode_keys",
+    "encode_keys",
     "index_key",
 ]
 
 _ABSENT = b"\x00"
 _PRESENT = b"\x01"
 _BE8 = struct.Struct(">Q")
+_LEN = struct.Struct(">H")
 #: Keys deleted by one pruning batch, by default.
 PRUNE_BATCH = 10_000
 
@@ -68,17 +73,37 @@ class PrunedHeightError(SuperVMError, LookupError):
         self.horizon = horizon
 
 
-def change_key(height: int, key: bytes) -> bytes:
-    """The change-set entry of ``key`` in the block at ``height``."""
-    return CHANGE_PREFIX + _BE8.pack(height) + key
+def change_key(height: int) -> bytes:
+    """The change record (the keys it changed) of the block at ``height``."""
+    return CHANGE_PREFIX + _BE8.pack(height)
+
+
+def encode_keys(keys: Iterable[bytes]) -> bytes:
+    """Keys as a change record holds them: a 2-byte length and the key, each."""
+    pack = _LEN.pack
+    return b"".join(pack(len(key)) + key for key in keys)
+
+
+def decode_keys(record: bytes) -> list[bytes]:
+    """The keys of a change record."""
+    keys = []
+    at = 0
+    while at < len(record):
+        (size,) = _LEN.unpack_from(record, at)
+        at += 2
+        keys.append(record[at : at + size])
+        at += size
+    if at != len(record):
+        raise SuperVMError(f"a change record is truncated ({len(record)} bytes)")
+    return keys
 
 
 def _index_prefix(key: bytes) -> bytes:
-    return HISTORY_PREFIX + struct.pack(">H", len(key)) + key
+    return HISTORY_PREFIX + _LEN.pack(len(key)) + key
 
 
 def index_key(key: bytes, height: int) -> bytes:
-    """The history-index entry saying that the block at ``height`` changed ``key``."""
+    """The history entry of ``key`` for the block at ``height``: its value before it."""
     return _index_prefix(key) + _BE8.pack(height)
 
 
@@ -89,7 +114,10 @@ class PruneReport:
     horizon: int
     keys: int
     bytes: int
+    #: Blocks whose history was deleted (their change records).
     change_sets: int
+    #: History entries deleted (one per key a block changed).
+    history_entries: int
     tree_nodes: int
     #: Whether everything below the horizon is gone (False: stopped at ``max_keys``).
     complete: bool
@@ -104,18 +132,24 @@ class History:
     # -- writing ---------------------------------------------------------------------
 
     def block_ops(self, height: int, write_set: Iterable[BatchOp]) -> list[BatchOp]:
-        """The change-set and index entries the block at ``height`` writes with its state.
+        """The history entries and change record the block at ``height`` writes.
 
         Reads each key's value before the block from the store (the latest state).
         """
         get = self.storage.get
+        suffix = _BE8.pack(height)
+        pack = _LEN.pack
         ops: list[BatchOp] = []
+        keys: list[bytes] = []
         for key, _ in write_set:
             if not in_state_tree(key):
                 continue
             old = get(key)
-            ops.append((change_key(height, key), _ABSENT if old is None else _PRESENT + old))
-            ops.append((index_key(key, height), b""))
+            entry = HISTORY_PREFIX + pack(len(key)) + key + suffix
+            ops.append((entry, _ABSENT if old is None else _PRESENT + old))
+            keys.append(key)
+        if keys:
+            ops.append((CHANGE_PREFIX + suffix, encode_keys(keys)))
         return ops
 
     # -- horizon -----------------------------------------------------------------------
@@ -156,18 +190,19 @@ class History:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _next_change(self, key: bytes, height: int) -> int | None:
-        """The first height above ``height`` at which a block changed ``key``."""
+    def _next_change(self, key: bytes, height: int) -> bytes | None:
+        """The history entry (old value) of the first block above ``height`` that changed
+        ``key``, or ``None``."""
         prefix = _index_prefix(key)
         start = prefix + _BE8.pack(height + 1)
-        storage = self.storage
-        if isinstance(storage, RangeScanStorage):
-            for found, _ in storage.scan_range(start, prefix_upper_bound(prefix)):
-                return int(_BE8.unpack(found[len(prefix) :])[0])
+        scan_range = _scan_range(self.storage)
+        if scan_range is not None:
+            for _, record in scan_range(start, prefix_upper_bound(prefix)):
+                return record
             return None
-        for found, _ in storage.scan(prefix):
+        for found, record in self.storage.scan(prefix):
             if found >= start:
-                return int(_BE8.unpack(found[len(prefix) :])[0])
+                return record
         return None
 
     def head(self) -> int:
@@ -180,17 +215,8 @@ class History:
         # The latest value first: a block committing meanwhile writes its value and its
         # index entry in one batch, so if no later change is indexed below, this is it.
         latest = self.storage.get(key)
-        changed = self._next_change(key, height)
-        if changed is None:
-            value = latest
-        else:
-            record = self.storage.get(change_key(changed, key))
-            if record is None:
-                raise SuperVMError(
-                    f"the history of key {key.hex()} is corrupt: block {changed} has an "
-                    "index entry but no change-set entry"
-                )
-            value = None if record == _ABSENT else record[1:]
+        record = self._next_change(key, height)
+        value = latest if record is None else None if record == _ABSENT else record[1:]
         self._check_still_kept(height)
         return value
 
@@ -208,11 +234,11 @@ class History:
     def changed_keys(self, after: int, upto: int, prefix: bytes = b"") -> set[bytes]:
         """Keys with ``prefix`` that blocks ``after + 1 .. upto`` changed."""
         keys: set[bytes] = set()
+        get = self.storage.get
         for height in range(after + 1, upto + 1):
-            block = CHANGE_PREFIX + _BE8.pack(height)
-            skip = len(block)
-            for entry, _ in self.storage.scan(block + prefix):
-                keys.add(entry[skip:])
+            record = get(change_key(height))
+            if record:
+                keys.update(k for k in decode_keys(record) if k.startswith(prefix))
         return keys
 
     def scan_at(self, prefix: bytes, height: int) -> Iterator[tuple[bytes, bytes]]:
@@ -242,7 +268,7 @@ class History:
         if self.horizon() < horizon:
             self.storage.set(PRUNED_KEY, _BE8.pack(horizon))
         horizon = max(horizon, self.horizon())
-        deleted = size = change_sets = nodes = 0
+        deleted = size = change_sets = entries = nodes = 0
         budget = max_keys
         complete = True
         ops: list[BatchOp] = []
@@ -255,35 +281,39 @@ class History:
                     progress(len(ops))
                 ops = []
 
+        get = self.storage.get
         for kind, (key, value) in self._prunable(horizon):
             if budget is not None and budget <= 0:
                 complete = False
                 break
+            if kind == "change":
+                # The block's history entries go first, its change record last, in one batch.
+                height = _BE8.unpack(key[len(CHANGE_PREFIX) :])[0]
+                for state_key in decode_keys(value):
+                    entry = index_key(state_key, height)
+                    old = get(entry)
+                    if old is not None:
+                        ops.append((entry, None))
+                        deleted += 1
+                        entries += 1
+                        size += len(entry) + len(old)
+                change_sets += 1
             ops.append((key, None))
             deleted += 1
             size += len(key) + len(value)
-            if kind == "change":
-                change_sets += 1
-                # The index entry of the same change goes with it.
-                height = _BE8.unpack(key[len(CHANGE_PREFIX) : len(CHANGE_PREFIX) + 8])[0]
-                state_key = key[len(CHANGE_PREFIX) + 8 :]
-                entry = index_key(state_key, height)
-                ops.append((entry, None))
-                deleted += 1
-                size += len(entry)
-            elif kind == "node":
+            if kind == "node":
                 nodes += 1
             if budget is not None:
                 budget -= 1
             if len(ops) >= batch:
                 flush()
         flush()
-        return PruneReport(horizon, deleted, size, change_sets, nodes, complete)
+        return PruneReport(horizon, deleted, size, change_sets, entries, nodes, complete)
 
     def _prunable(self, horizon: int) -> Iterator[tuple[str, tuple[bytes, bytes]]]:
         """Entries no read at ``horizon`` or above needs, oldest first."""
         limit = _BE8.pack(horizon + 1)
-        # Change sets of blocks <= horizon: reads at h need those of blocks > h only.
+        # History of blocks <= horizon: reads at h need that of blocks > h only.
         for key, value in self._until(CHANGE_PREFIX, limit):
             yield "change", (key, value)
         # Nodes made stale at versions <= horizon belong to trees below the horizon.
@@ -299,26 +329,46 @@ class History:
 
     def _until(self, prefix: bytes, limit: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Pairs under ``prefix`` whose next 8 bytes are below ``limit``, in order."""
-        storage = self.storage
         end = prefix + limit
-        if isinstance(storage, RangeScanStorage):
+        scan_range = _scan_range(self.storage)
+        if scan_range is not None:
             # Materialised per call: the caller deletes as it goes.
-            yield from list(storage.scan_range(prefix, end))
+            yield from list(scan_range(prefix, end))
             return
-        yield from [(k, v) for k, v in storage.scan(prefix) if k < end]
+        yield from [(k, v) for k, v in self.storage.scan(prefix) if k < end]
 
     # -- unwinding -------------------------------------------------------------------------
 
-    def unwind_ops(self, height: int) -> list[BatchOp]:
-        """Operations that undo the block at ``height``'s state writes and history entries."""
-        block = CHANGE_PREFIX + _BE8.pack(height)
+    def unwind_ops(self, height: int) -> tuple[list[BatchOp], int]:
+        """Operations that undo the block at ``height``'s state writes and its history,
+        and the number of keys they restore."""
+        record_key = change_key(height)
+        record = self.storage.get(record_key)
+        if record is None:
+            return [], 0
         ops: list[BatchOp] = []
-        for entry, record in self.storage.scan(block):
-            key = entry[len(block) :]
-            ops.append((key, None if record == _ABSENT else record[1:]))
+        keys = decode_keys(record)
+        for key in keys:
+            entry = index_key(key, height)
+            old = self.storage.get(entry)
+            if old is None:
+                raise SuperVMError(
+                    f"the history of block {height} is corrupt: no entry for key {key.hex()}"
+                )
+            ops.append((key, None if old == _ABSENT else old[1:]))
             ops.append((entry, None))
-            ops.append((index_key(key, height), None))
-        return ops
+        ops.append((record_key, None))
+        return ops, len(keys)
+
+
+def _scan_range(
+    storage: Storage,
+) -> Callable[[bytes | None, bytes | None], Iterator[tuple[bytes, bytes]]] | None:
+    """The store's key-range scan, when it declares one (``capabilities.range_scan``)."""
+    scan_range = getattr(storage, "scan_range", None)
+    if scan_range is None or not storage.capabilities.range_scan:
+        return None
+    return cast("Callable[[bytes | None, bytes | None], Iterator[tuple[bytes, bytes]]]", scan_range)
 
 
 class HeightView:

@@ -54,9 +54,14 @@ class TreeUpdate:
     root_hash: bytes
     #: New nodes, the root record and stale records, as storage keys and values.
     writes: tuple[BatchOp, ...]
-    #: The nodes this update replaced or removed (each also has a stale record in ``writes``).
-    stale: tuple[NodeKey, ...]
+    #: The encoded keys of the nodes this update replaced or removed.
+    stale_keys: tuple[bytes, ...]
     nodes_written: int
+
+    @property
+    def stale(self) -> tuple[NodeKey, ...]:
+        """The nodes this update replaced or removed (each has a stale record in ``writes``)."""
+        return tuple(map(NodeKey.from_trusted, self.stale_keys))
 
 
 class _Leaf(NamedTuple):
@@ -514,7 +519,7 @@ class JellyfishTree:
             version=version,
             root_hash=root_hash,
             writes=tuple(writes),
-            stale=tuple(map(NodeKey.from_trusted, batch.stale)),
+            stale_keys=tuple(batch.stale),
             nodes_written=nodes_written,
         )
 
