@@ -23,7 +23,7 @@ key                         value
                             (1 byte) and the packed nibble path
 ``t/r/`` + version          the node key of the tree's root at that version
                             (empty: the empty tree)
-``t/s/`` + version + key    a tree node made stale at that version (value empty)
+``t/s/`` + version          the tree nodes made stale at that version (their keys)
 ==========================  =====================================================
 
 The state tree covers contract state, code and contract records: every key

@@ -377,3 +377,20 @@ def test_the_worked_example_of_docs_chain_md_is_what_the_code_gives() -> None:
         assert absent.verify(header.state_root)
     finally:
         chain.close()
+
+
+def test_the_merkle_root_has_rfc_6962s_shape() -> None:
+    import hashlib
+
+    from supervm.chain.header import merkle_root
+
+    def reference(items: list[bytes]) -> bytes:
+        if len(items) == 1:
+            return hashlib.sha256(b"\0" + items[0]).digest()
+        split = 1 << ((len(items) - 1).bit_length() - 1)
+        return hashlib.sha256(b"\1" + reference(items[:split]) + reference(items[split:])).digest()
+
+    for count in range(1, 70):
+        items = [bytes([i, count]) for i in range(count)]
+        assert merkle_root(items) == reference(items), count
+    assert merkle_root([b"a", b"b"]) != merkle_root([b"b", b"a"])

@@ -15,7 +15,8 @@ from supervm.tree import (
     NodeKey,
     TreeError,
     decode_node,
-    decode_stale_record_key,
+    decode_stale_record,
+    encode_stale_record,
     internal_hash,
     leaf_hash,
     node_storage_key,
@@ -286,11 +287,13 @@ def test_storage_keys() -> None:
     key = NodeKey(3, (1, 2, 3))
     assert node_storage_key(key) == b"t/n/" + key.encode()
     assert root_record_key(3) == b"t/r/" + bytes.fromhex("0000000000000003")
-    stale = stale_record_key(9, key)
-    assert stale == b"t/s/" + (9).to_bytes(8, "big") + key.encode()
-    assert decode_stale_record_key(stale) == (9, key)
-    for bad in (b"t/n/" + stale[4:], b"t/s/" + bytes(5), stale + b"\x00"):
+    assert stale_record_key(9) == b"t/s/" + (9).to_bytes(8, "big")
+    other = NodeKey(2, ())
+    record = encode_stale_record([key.encode(), other.encode()])
+    assert decode_stale_record(record) == [key.encode(), other.encode()]
+    assert decode_stale_record(b"") == []
+    for bad in (record[:-1], record + b"\x05", b"\x03abc"):
         with pytest.raises(TreeError):
-            decode_stale_record_key(bad)
+            decode_stale_record(bad)
     with pytest.raises(ValueError):
         root_record_key(-1)

@@ -115,13 +115,12 @@ def merkle_root(items: Sequence[bytes]) -> bytes:
     """
     if not items:
         return _EMPTY_ROOT
-    level = [hashlib.sha256(b"\0" + item).digest() for item in items]
-    return _subtree(level)
-
-
-def _subtree(hashes: list[bytes]) -> bytes:
-    if len(hashes) == 1:
-        return hashes[0]
-    split = 1 << ((len(hashes) - 1).bit_length() - 1)
-    left, right = _subtree(hashes[:split]), _subtree(hashes[split:])
-    return hashlib.sha256(b"\1" + left + right).digest()
+    sha = hashlib.sha256
+    level = [sha(b"\0" + item).digest() for item in items]
+    # Pairing level by level, an odd last hash carried up as it is, gives RFC 6962's tree.
+    while len(level) > 1:
+        up = [sha(b"\1" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) & 1:
+            up.append(level[-1])
+        level = up
+    return level[0]

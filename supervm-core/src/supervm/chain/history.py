@@ -44,6 +44,7 @@ from supervm.layout import (
 )
 from supervm.state import BatchOp, merge
 from supervm.storage import Storage, prefix_upper_bound
+from supervm.tree.node import decode_stale_record
 
 __all__ = [
     "HeightView",
@@ -318,11 +319,11 @@ class History:
             yield "change", (key, value)
         # Nodes made stale at versions <= horizon belong to trees below the horizon.
         for record, value in self._until(TREE_STALE_PREFIX, limit):
-            node_key = record[len(TREE_STALE_PREFIX) + 8 :]
-            stored = TREE_NODE_PREFIX + node_key
-            node = self.storage.get(stored)
-            if node is not None:
-                yield "node", (stored, node)
+            for node_key in decode_stale_record(value):
+                stored = TREE_NODE_PREFIX + node_key
+                node = self.storage.get(stored)
+                if node is not None:
+                    yield "node", (stored, node)
             yield "stale", (record, value)
         for record, value in self._until(TREE_ROOT_PREFIX, _BE8.pack(horizon)):
             yield "root", (record, value)

@@ -33,6 +33,7 @@ from supervm.tree.node import (
     decode_node,
     describe_key,
     encode_internal,
+    encode_stale_record,
     internal_node_hash,
     node_levels,
 )
@@ -510,11 +511,11 @@ class JellyfishTree:
             record, root_hash = b"", PLACEHOLDER
         else:
             record, root_hash = _be8(root.version) + _BYTE[0], root.hash
-        stale_prefix = TREE_STALE_PREFIX + batch.vb
         writes = batch.nodes
         nodes_written = len(writes)
         writes.append((root_record, record))
-        writes.extend((stale_prefix + nk, b"") for nk in batch.stale)
+        if batch.stale:
+            writes.append((TREE_STALE_PREFIX + batch.vb, encode_stale_record(batch.stale)))
         return TreeUpdate(
             version=version,
             root_hash=root_hash,

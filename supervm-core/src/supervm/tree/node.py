@@ -10,7 +10,7 @@ holding a single leaf takes that leaf's hash (see :func:`internal_node_hash`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NamedTuple, TypeAlias
@@ -33,9 +33,10 @@ __all__ = [
     "TreeError",
     "check_version",
     "decode_node",
-    "decode_stale_record_key",
+    "decode_stale_record",
     "describe_key",
     "encode_internal",
+    "encode_stale_record",
     "internal_node_hash",
     "node_levels",
     "node_storage_key",
@@ -402,17 +403,29 @@ def root_record_key(version: int) -> bytes:
     return TREE_ROOT_PREFIX + check_version(version, "a tree version").to_bytes(8, "big")
 
 
-def stale_record_key(version: int, key: NodeKey) -> bytes:
-    """Storage key of the record that ``key`` went stale at ``version``."""
-    stale_at = check_version(version, "a tree version").to_bytes(8, "big")
-    return TREE_STALE_PREFIX + stale_at + key.encode()
+def stale_record_key(version: int) -> bytes:
+    """Storage key of the stale record of ``version``: ``t/s/`` + version (8 bytes)."""
+    return TREE_STALE_PREFIX + check_version(version, "a tree version").to_bytes(8, "big")
 
 
-def decode_stale_record_key(data: bytes) -> tuple[int, NodeKey]:
-    """``(version, node key)`` of a stale record's storage key; :class:`TreeError` if malformed."""
+def encode_stale_record(keys: Iterable[bytes]) -> bytes:
+    """The stale record of a version: each encoded node key it made stale, after its
+    length (1 byte)."""
+    return b"".join(bytes((len(key),)) + key for key in keys)
+
+
+def decode_stale_record(data: bytes) -> list[bytes]:
+    """The encoded node keys of a stale record; :class:`TreeError` if malformed."""
     if type(data) is not bytes:
-        raise TypeError(f"a stale record key must be bytes, not {type(data).__name__}")
-    start = len(TREE_STALE_PREFIX)
-    if not data.startswith(TREE_STALE_PREFIX) or len(data) < start + 8:
-        raise TreeError(f"{data.hex()} is not a stale record key (t/s/ + version + node key)")
-    return int.from_bytes(data[start : start + 8], "big"), NodeKey.decode(data[start + 8 :])
+        raise TypeError(f"a stale record must be bytes, not {type(data).__name__}")
+    keys = []
+    at = 0
+    while at < len(data):
+        size = data[at]
+        key = data[at + 1 : at + 1 + size]
+        if len(key) != size:
+            raise TreeError(f"a stale record is truncated ({len(data)} bytes)")
+        NodeKey.decode(key)  # raises on a malformed key
+        keys.append(key)
+        at += 1 + size
+    return keys
