@@ -526,3 +526,24 @@ def test_the_from_scratch_rebuild_equals_the_naive_reference(state: dict[bytes, 
 
     assert root_of(state) == reference_root(state)
     assert root_of(list(state.items())) == reference_root(state)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    first=st.dictionaries(st.binary(min_size=1, max_size=8), st.binary(max_size=8), max_size=40),
+    second=st.dictionaries(
+        st.binary(min_size=1, max_size=8), st.none() | st.binary(max_size=8), max_size=40
+    ),
+)
+def test_checked_changes_give_the_same_update(
+    first: dict[bytes, bytes], second: dict[bytes, bytes | None]
+) -> None:
+    results = []
+    for checked in (False, True):
+        store = MemoryStorage()
+        tree = JellyfishTree(store)
+        one = tree.update(1, sorted(first.items()), base_version=None, checked=checked)
+        store.write_batch(one.writes)
+        two = tree.update(2, sorted(second.items()), base_version=1, checked=checked)
+        results.append((one.writes, two.writes, two.root_hash))
+    assert results[0] == results[1]

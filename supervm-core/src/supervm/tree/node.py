@@ -173,6 +173,14 @@ class LeafNode:
             if type(value) is not bytes or len(value) != HASH_SIZE:
                 raise ValueError(f"a leaf's {name} must be 32 bytes, got {value!r}")
 
+    @classmethod
+    def _trusted(cls, key_hash: bytes, value_hash: bytes) -> LeafNode:
+        """A leaf from two hashes known to be 32 bytes each (a decoded leaf), unchecked."""
+        leaf = object.__new__(cls)
+        object.__setattr__(leaf, "key_hash", key_hash)
+        object.__setattr__(leaf, "value_hash", value_hash)
+        return leaf
+
     @property
     def hash(self) -> bytes:
         """``leaf_hash(key_hash, value_hash)``."""
@@ -283,7 +291,7 @@ def decode_node(data: bytes) -> Node:
     if tag == _LEAF_BYTE:
         if len(data) != _LEAF_SIZE:
             raise TreeError(f"an encoded leaf has {_LEAF_SIZE} bytes, got {len(data)}")
-        return LeafNode(data[1:33], data[33:])
+        return LeafNode._trusted(data[1:33], data[33:])
     if tag != _INTERNAL_BYTE:
         raise TreeError(
             f"an encoded node starts with 0x00 (leaf) or 0x01 (internal), not {tag:#04x}"
