@@ -58,6 +58,7 @@ from bench.vm import Transfers, bare_side
 from supervm.chain import Block, BlockResult, Chain, Transaction, workload
 from supervm.chain.block import encode_transactions, receipts_root, transactions_root
 from supervm.chain.header import ZERO_HASH, BlockHeader
+from supervm.chain.history import History
 from supervm.layout import HEIGHT_KEY, block_key, hash_key, header_key
 from supervm.memory import MemoryStorage
 from supervm.tree import JellyfishTree
@@ -123,7 +124,8 @@ def compute_heavy(threads: int, txs: int, hash_rounds: int, stack: ExitStack) ->
     chain = Chain(MemoryStorage(), threads=threads)
     stack.callback(chain.close)
     hasher = chain.deploy(HASHER)
-    block = Block(1, 1, tuple(
+    height = chain.head().height + 1  # after the deploy block
+    block = Block(height, height, tuple(
         Transaction(hasher, "hash", struct.pack("<I", hash_rounds) + i.to_bytes(4, "big"),
                     sender=i.to_bytes(4, "big") * 5, gas_limit=10**9)
         for i in range(txs)
@@ -290,6 +292,8 @@ def rocksdb_commit(keys: int, workdir: Path, stack: ExitStack) -> Pair:
 
     result = synthetic_result(keys)
     probe_key, probe_value = result.write_set[keys // 2]
+    # What Chain.commit adds for the block's history on a fresh store (every key new).
+    history = History(MemoryStorage()).block_ops(1, result.write_set)
     ours_dbs, raw_dbs = _Fresh(workdir, "ours", stack), _Fresh(workdir, "raw", stack)
 
     def ours_prepare(n: int) -> Callable[[], object]:
@@ -324,11 +328,14 @@ def rocksdb_commit(keys: int, workdir: Path, stack: ExitStack) -> Pair:
         raw_dbs.keep(path, db.close)
 
         def body() -> object:
-            # The same entries Chain.commit writes: the write set, the tree's nodes
-            # (computed before, as execution does) and the block's records.
+            # The same entries Chain.commit writes: the write set, its history (the old
+            # values Chain.commit reads are all absent here), the tree's nodes (computed
+            # before, as execution does) and the block's records.
             wb = WriteBatch(raw_mode=True)
             put = wb.put
             for key, value in result.write_set:
+                put(key, value)
+            for key, value in history:
                 put(key, value)
             for key, value in result.tree.writes:
                 put(key, value)
