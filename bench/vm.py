@@ -275,7 +275,7 @@ MICRO = bytes(
 def _micro(runtime: Runtime) -> tuple[Any, Any]:
     """The micro contract compiled in ``runtime``, and a host for calling it."""
     address = runtime.deploy(MICRO)
-    contract = runtime._contract(address)
+    contract = runtime._contract(address, None)
     assert contract is not None
     host = runtime.path.host_type(
         MemoryStorage(), b"c" + address, address, b"s", b"", 1, 1, runtime.limits
