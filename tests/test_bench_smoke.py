@@ -14,53 +14,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Measurement options that make every comparison a couple of pairs.
-TINY = ["--rounds", "2", "--processes", "1", "--budget", "0.2", "--min-pairs", "1",
-        "--warmup", "0", "--spread", "1"]  # fmt: skip
+TINY = "--rounds 2 --processes 1 --budget 0.2 --min-pairs 1 --warmup 0 --spread 1".split()
 RUNS = {
-    "storage": ["--backends", "rocksdb,lmdb,sqlite", "--keys", "300"],
+    "storage": "--backends rocksdb,lmdb,sqlite --keys 300".split(),
     "vm": [],
-    "chain": [
-        "--hash-calls",
-        "4",
-        "--hash-rounds",
-        "10",
-        "--hot-transfers",
-        "100",
-        "--transfers",
-        "500",
-        "--accounts",
-        "50",
-        "--min-block",
-        "50",
-        "--commit-keys",
-        "500",
-    ],  # fmt: skip
-    "state": [
-        "--accounts",
-        "50",
-        "--block-txs",
-        "200",
-        "--breakdown-reps",
-        "1",
-        "--tree-keys",
-        "2000",
-        "--tree-batch",
-        "1000",
-        "--proofs",
-        "50",
-        "--proof-reps",
-        "1",
-        "--read-keys",
-        "500",
-        "--history-blocks",
-        "20",
-        "--block-keys",
-        "10",
-        "--reads",
-        "200",
-        "--keep-blocks",
-        "5",
-    ],  # fmt: skip
+    "chain": (
+        "--hash-calls 4 --hash-rounds 10 --hot-transfers 100 --transfers 500 --accounts 50 "
+        "--min-block 50 --commit-keys 500"
+    ).split(),
+    "state": (
+        "--accounts 50 --block-txs 200 --breakdown-reps 1 --tree-keys 2000 --tree-batch 1000 "
+        "--proofs 50 --proof-reps 1 --read-keys 500 --history-blocks 20 --block-keys 10 "
+        "--reads 200 --keep-blocks 5"
+    ).split(),
 }
 
 
@@ -87,7 +53,7 @@ def test_the_mvmemory_benchmark_runs() -> None:
 
 @pytest.mark.cluster
 def test_the_galera_benchmark_runs(tmp_path: Path) -> None:
-    out = run("galera", *TINY, "--keys", "300", "--failovers", "1",
-              "--json", str(tmp_path / "out.json"))  # fmt: skip
+    json_out = str(tmp_path / "out.json")
+    out = run("galera", *TINY, "--keys", "300", "--failovers", "1", "--json", json_out)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "failover (kill of the serving node to the next committed block)" in out.stdout
