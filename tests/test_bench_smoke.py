@@ -6,6 +6,7 @@ unnoticed when the code they measure changes.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,19 +15,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Measurement options that make every comparison a couple of pairs.
-TINY = "--rounds 2 --processes 1 --budget 0.2 --min-pairs 1 --warmup 0 --spread 1".split()
+TINY = shlex.split("--rounds 2 --processes 1 --budget 0.2 --min-pairs 1 --warmup 0 --spread 1")
 RUNS = {
-    "storage": "--backends rocksdb,lmdb,sqlite --keys 300".split(),
+    "storage": shlex.split("--backends rocksdb,lmdb,sqlite --keys 300"),
     "vm": [],
-    "chain": (
+    "chain": shlex.split(
         "--hash-calls 4 --hash-rounds 10 --hot-transfers 100 --transfers 500 --accounts 50 "
         "--min-block 50 --commit-keys 500"
-    ).split(),
-    "state": (
+    ),
+    "state": shlex.split(
         "--accounts 50 --block-txs 200 --breakdown-reps 1 --tree-keys 2000 --tree-batch 1000 "
         "--proofs 50 --proof-reps 1 --read-keys 500 --history-blocks 20 --block-keys 10 "
         "--reads 200 --keep-blocks 5"
-    ).split(),
+    ),
 }
 
 
