@@ -270,13 +270,7 @@ class JellyfishTree:
         cache_key = nk + expected if expected else b""
         node: Node | None = self._cache.get(cache_key) if expected else None
         if node is None:
-            raw = self.view.get(TREE_NODE_PREFIX + nk)
-            if raw is None:
-                raise TreeError(f"tree node at {describe_key(nk)} is missing from the store")
-            try:
-                node = decode_node(raw)
-            except TreeError as exc:
-                raise TreeError(f"tree node at {describe_key(nk)} is malformed: {exc}") from None
+            node = self._read(nk)
             if expected and isinstance(node, InternalNode) and self._cache_size > 0:
                 if len(self._cache) >= self._cache_size:
                     self._cache.clear()
@@ -287,6 +281,16 @@ class JellyfishTree:
                 f"tree node at {describe_key(nk)} is {found} but its parent says it is {said}"
             )
         return node
+
+    def _read(self, nk: bytes) -> Node:
+        """The node stored at encoded key ``nk``, decoded; TreeError if missing or malformed."""
+        raw = self.view.get(TREE_NODE_PREFIX + nk)
+        if raw is None:
+            raise TreeError(f"tree node at {describe_key(nk)} is missing from the store")
+        try:
+            return decode_node(raw)
+        except TreeError as exc:
+            raise TreeError(f"tree node at {describe_key(nk)} is malformed: {exc}") from None
 
     def _leaf(self, nk: bytes) -> LeafNode:
         """The leaf with encoded key ``nk``, which its parent says is a leaf."""
@@ -422,13 +426,7 @@ class JellyfishTree:
     def _check_node(self, nk: bytes, packed: bytes, depth: int) -> tuple[bytes, bool, int]:
         """``(hash, is_leaf, leaves)`` of the subtree stored at ``nk``, checked."""
         where = describe_key(nk)
-        raw = self.view.get(TREE_NODE_PREFIX + nk)
-        if raw is None:
-            raise TreeError(f"tree node at {where} is missing from the store")
-        try:
-            node = decode_node(raw)
-        except TreeError as exc:
-            raise TreeError(f"tree node at {where} is malformed: {exc}") from None
+        node = self._read(nk)
         if isinstance(node, LeafNode):
             kh = node.key_hash
             if not _on_path(kh, packed, depth):
@@ -551,8 +549,7 @@ class JellyfishTree:
     def _prepare(changes: Iterable[tuple[bytes, bytes | None]]) -> list[_Change]:
         """Checked changes as (key hash, new leaf or ``None``), sorted by key hash."""
         seen: set[bytes] = set()
-        prepared: list[_Change] = []
-        sha = _sha256
+        checked: list[tuple[bytes, bytes | None]] = []
         for change in changes:
             if type(change) is not tuple or len(change) != 2:
                 raise TypeError(f"tree changes must be (key, value) pairs, got {change!r:.80}")
@@ -562,13 +559,7 @@ class JellyfishTree:
             if key in seen:
                 raise ValueError(f"key {key[:40].hex()} is changed twice in one tree update")
             seen.add(key)
-            kh = sha(key).digest()
-            if value is None:
-                prepared.append((kh, None))
-                continue
-            if type(value) is not bytes:
+            if value is not None and type(value) is not bytes:
                 raise TypeError(f"tree values must be bytes or None, not {type(value).__name__}")
-            vh = sha(value).digest()
-            prepared.append((kh, _Leaf(kh, vh, sha(LEAF_TAG + kh + vh).digest(), None)))
-        prepared.sort(key=_key_of)
-        return prepared
+            checked.append((key, value))
+        return JellyfishTree._prepare_checked(checked)
