@@ -180,11 +180,15 @@ class History:
             raise ValueError(f"a height is an int >= 0, not {height!r}")
         if height > head:
             raise ValueError(f"height {height} is above the head, {head}")
+        self._refuse_pruned(height, f"this store keeps heights {{horizon}} to {head}")
+
+    def _refuse_pruned(self, height: int, kept: str, *, why: str = "is pruned") -> None:
+        """Raise PrunedHeightError if ``height`` is below the horizon; ``kept`` says what is
+        kept (``{horizon}`` stands for it)."""
         horizon = self.horizon()
         if height < horizon:
             raise PrunedHeightError(
-                f"the state at height {height} is pruned: this store keeps heights "
-                f"{horizon} to {head}",
+                f"the state at height {height} {why}: {kept.format(horizon=horizon)}",
                 height=height,
                 horizon=horizon,
             )
@@ -195,16 +199,23 @@ class History:
         """The history entry (old value) of the first block above ``height`` that changed
         ``key``, or ``None``."""
         prefix = _index_prefix(key)
-        start = prefix + _BE8.pack(height + 1)
+        for _, record in self._between(prefix, prefix + _BE8.pack(height + 1), None):
+            return record
+        return None
+
+    def _between(
+        self, prefix: bytes, start: bytes, end: bytes | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs under ``prefix`` with ``start <= key < end`` (``None``: to the prefix's end),
+        as a range scan where the store has one."""
         scan_range = _scan_range(self.storage)
         if scan_range is not None:
-            for _, record in scan_range(start, prefix_upper_bound(prefix)):
-                return record
-            return None
-        for found, record in self.storage.scan(prefix):
-            if found >= start:
-                return record
-        return None
+            return scan_range(start, prefix_upper_bound(prefix) if end is None else end)
+        return (
+            (key, value)
+            for key, value in self.storage.scan(prefix)
+            if key >= start and (end is None or key < end)
+        )
 
     def head(self) -> int:
         """The height of the last committed block (0 before any)."""
@@ -213,24 +224,24 @@ class History:
 
     def value_at(self, key: bytes, height: int) -> bytes | None:
         """The value of ``key`` after the block at ``height`` (a kept height)."""
-        # The latest value first: a block committing meanwhile writes its value and its
-        # index entry in one batch, so if no later change is indexed below, this is it.
-        latest = self.storage.get(key)
-        record = self._next_change(key, height)
-        value = latest if record is None else None if record == _ABSENT else record[1:]
+        value = self._read_at(key, height)
         self._check_still_kept(height)
         return value
 
+    def _read_at(self, key: bytes, height: int) -> bytes | None:
+        """:meth:`value_at` without the check that the height was not pruned meanwhile."""
+        # The latest value first: a block committing meanwhile writes its value and its
+        # history entry in one batch, so if no later change is recorded below, this is it.
+        latest = self.storage.get(key)
+        record = self._next_change(key, height)
+        return latest if record is None else None if record == _ABSENT else record[1:]
+
     def _check_still_kept(self, height: int) -> None:
         # A pruning that passed ``height`` while we read may have deleted what we used.
-        horizon = self.horizon()
-        if height < horizon:
-            raise PrunedHeightError(
-                f"the state at height {height} was pruned while it was being read "
-                f"(this store now keeps heights from {horizon})",
-                height=height,
-                horizon=horizon,
-            )
+        self._refuse_pruned(
+            height, "this store now keeps heights from {horizon}",
+            why="was pruned while it was being read",
+        )  # fmt: skip
 
     def changed_keys(self, after: int, upto: int, prefix: bytes = b"") -> set[bytes]:
         """Keys with ``prefix`` that blocks ``after + 1 .. upto`` changed."""
@@ -251,7 +262,7 @@ class History:
         """
         latest = [(k, v) for k, v in self.storage.scan(prefix) if in_state_tree(k)]
         changed = sorted(self.changed_keys(height, self.head(), prefix))
-        values = [(key, self.value_at(key, height)) for key in changed]
+        values = [(key, self._read_at(key, height)) for key in changed]
         yield from merge(latest, values)
         self._check_still_kept(height)
 
@@ -330,13 +341,8 @@ class History:
 
     def _until(self, prefix: bytes, limit: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Pairs under ``prefix`` whose next 8 bytes are below ``limit``, in order."""
-        end = prefix + limit
-        scan_range = _scan_range(self.storage)
-        if scan_range is not None:
-            # Materialised per call: the caller deletes as it goes.
-            yield from list(scan_range(prefix, end))
-            return
-        yield from [(k, v) for k, v in self.storage.scan(prefix) if k < end]
+        # Materialised per call: the caller deletes as it goes.
+        yield from list(self._between(prefix, prefix, prefix + limit))
 
     # -- unwinding -------------------------------------------------------------------------
 
