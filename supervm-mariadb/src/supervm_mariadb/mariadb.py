@@ -51,7 +51,15 @@ from supervm.errors import (
     StoreNotFoundError,
 )
 from supervm.url import StorageURL
-from supervm_mariadb.nodes import DEFAULT_PORT, Address, NodeList, parse_hosts, unique
+from supervm_mariadb.nodes import (
+    DEFAULT_PORT,
+    LOST_CODES,
+    Address,
+    NodeList,
+    parse_hosts,
+    unique,
+)
+from supervm_mariadb.nodes import error_code as _code
 from supervm_sql.store import (
     COMMON_OPTIONS,
     DEFAULT_TABLE,
@@ -87,18 +95,6 @@ logger = logging.getLogger("supervm_mariadb")
 #: and no silent fall back from InnoDB to an engine without transactions.
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"
 
-#: Server error codes (``pymysql.constants.ER`` / ``CR``) that mean the connection is gone.
-_LOST_CODES = frozenset(
-    {
-        1927,  # ER_CONNECTION_KILLED
-        2002,  # CR_CONNECTION_ERROR
-        2003,  # CR_CONN_HOST_ERROR
-        2006,  # CR_SERVER_GONE_ERROR
-        2013,  # CR_SERVER_LOST
-        2055,  # CR_SERVER_LOST_EXTENDED
-        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
-    }
-)
 _ER_BAD_DB = 1049
 _ER_LOCK_WAIT_TIMEOUT = 1205
 _ER_LOCK_DEADLOCK = 1213
@@ -133,12 +129,6 @@ def _addresses(
     else:
         more = tuple(h if isinstance(h, Address) else parse_hosts(h)[0] for h in hosts)
     return unique([*first, *more])
-
-
-def _code(exc: BaseException) -> int | None:
-    """The MySQL error number of a PyMySQL exception, if it has one."""
-    args = getattr(exc, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
 
 
 @dataclass(frozen=True)
@@ -470,11 +460,7 @@ class MariaDBStorage(SQLStorage):
         )
 
     def _lost(self, exc: BaseException) -> bool:
-        return (
-            _code(exc) in _LOST_CODES
-            or isinstance(exc, pymysql.err.InterfaceError)
-            or not self._conn.open
-        )
+        return self._scan_lost(exc, self._conn)
 
     def _transient(self, exc: BaseException) -> bool:
         # A deadlock victim's transaction is rolled back whole (as is a Galera
@@ -638,9 +624,7 @@ class MariaDBStorage(SQLStorage):
     @staticmethod
     def _scan_lost(exc: BaseException, conn: Connection[Cursor]) -> bool:
         return (
-            _code(exc) in _LOST_CODES
-            or isinstance(exc, pymysql.err.InterfaceError)
-            or not conn.open
+            _code(exc) in LOST_CODES or isinstance(exc, pymysql.err.InterfaceError) or not conn.open
         )
 
     def _end_scan(self, raw: PoolProxiedConnection, conn: Connection[Cursor]) -> None:

@@ -30,17 +30,37 @@ from pymysql.cursors import Cursor
 
 from supervm.errors import InvalidURLError
 
-__all__ = ["DEFAULT_PORT", "Address", "NodeList", "NodeNotReadyError", "parse_hosts"]
+__all__ = [
+    "DEFAULT_PORT",
+    "LOST_CODES",
+    "Address",
+    "NodeList",
+    "NodeNotReadyError",
+    "error_code",
+    "parse_hosts",
+]
 
 logger = logging.getLogger("supervm_mariadb")
 
 DEFAULT_PORT = 3306
-#: Error numbers for which the next node is tried: the server is unreachable,
-#: went away while connecting, or (Galera) is not ready for clients.
-_TRY_NEXT = frozenset({1047, 1927, 2002, 2003, 2006, 2013, 2055})
+#: Server error codes (``pymysql.constants.ER`` / ``CR``) that mean the connection is gone.
+LOST_CODES = frozenset(
+    {
+        1927,  # ER_CONNECTION_KILLED
+        2002,  # CR_CONNECTION_ERROR
+        2003,  # CR_CONN_HOST_ERROR
+        2006,  # CR_SERVER_GONE_ERROR
+        2013,  # CR_SERVER_LOST
+        2055,  # CR_SERVER_LOST_EXTENDED
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
+    }
+)
 #: ``CR_CONN_HOST_ERROR``: what :meth:`NodeList.connect` raises when no node is usable.
 _CR_CONN_HOST_ERROR = 2003
 _ER_UNKNOWN_COM_ERROR = 1047
+#: Error numbers for which the next node is tried: the server is unreachable, went
+#: away while connecting, or (Galera) is not ready for clients.
+_TRY_NEXT = LOST_CODES | {_ER_UNKNOWN_COM_ERROR}
 _HOST_RE = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\s:\[\]/,]+))(?::(?P<port>\d+))?$"
 )
@@ -144,8 +164,7 @@ class NodeList:
             try:
                 conn = self._connect_one(address, database)
             except pymysql.err.OperationalError as exc:
-                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-                if code not in _TRY_NEXT:
+                if error_code(exc) not in _TRY_NEXT:
                     raise
                 failures.append(f"{address}: {_message(exc)}")
                 last = exc
@@ -208,6 +227,12 @@ def _check_ready(conn: Connection[Cursor], address: Address) -> None:
         cur.execute("SELECT 1")
         cur.fetchall()
         cur.execute("SET SESSION wsrep_sync_wait = DEFAULT")
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The MySQL error number of a PyMySQL exception, if it has one."""
+    args: tuple[object, ...] = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _message(exc: BaseException) -> str:
