@@ -9,6 +9,7 @@ the replay's state at some height no lower than the last acknowledged block.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -29,7 +32,7 @@ from supervm.layout import STATE_PREFIX, in_state_tree
 from supervm.storage import Storage
 from supervm.tree.rebuild import root_of
 
-from .backends import MARIADB_URL, PG_URL
+from .backends import MARIADB_URL, PG_URL, url_for, with_table
 from .crash_worker import TOKEN, build_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,3 +271,51 @@ class MariaDBSessions:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@dataclass
+class CrashTarget:
+    """Where a crash test's worker writes: the URL the test reopens, the worker's URL (on a
+    server, one that names the worker's sessions) and a wait for those sessions to end."""
+
+    url: str
+    worker_url: str
+    sessions: PostgresSessions | MariaDBSessions | None = None
+    name: str = ""
+
+    def wait_gone(self) -> None:
+        """Until the server has ended a killed worker's sessions (no-op for file stores)."""
+        if self.sessions is not None:
+            self.sessions.wait_gone(self.name)
+
+
+@contextlib.contextmanager
+def crash_target(backend: str, tmp_path: Path, label: str) -> Iterator[CrashTarget]:
+    """A fresh store for ``backend``; on a server it is dropped afterwards.
+
+    PostgreSQL workers get an ``application_name`` of their own, MariaDB workers a
+    database of their own (the store creates it), so that their sessions can be
+    told apart and waited for.
+    """
+    url = url_for(backend, tmp_path)
+    target = CrashTarget(url, url)
+    if backend == "postgresql":
+        target.name = f"supervm_{label}_{uuid.uuid4().hex[:12]}"
+        target.worker_url = f"{url}&application_name={target.name}"
+        target.sessions = PostgresSessions()
+    if backend == "mariadb":
+        target.name = f"supervm_{label}_{uuid.uuid4().hex[:12]}"
+        server = sqlalchemy.engine.make_url(MARIADB_URL).set(database=target.name)
+        target.url = target.worker_url = with_table(server.render_as_string(hide_password=False))
+        target.sessions = MariaDBSessions()
+    try:
+        yield target
+    finally:
+        if backend in ("postgresql", "mariadb"):
+            leftover = supervm.open_storage(target.url)
+            leftover.drop()  # type: ignore[attr-defined]
+            leftover.close()
+        if isinstance(target.sessions, MariaDBSessions):
+            target.sessions.drop_database(target.name)
+        if target.sessions is not None:
+            target.sessions.close()

@@ -25,12 +25,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import zlib
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 import supervm
 from supervm.chain import Chain, PrunedHeightError
@@ -38,8 +36,8 @@ from supervm.layout import in_state_tree
 from supervm.storage import Storage
 from supervm.tree.rebuild import root_of
 
-from .backends import FILE_BACKENDS, MARIADB_URL, require_postgres, require_server, url_for
-from .crash_support import STALL_SECONDS, MariaDBSessions, PostgresSessions, Replay
+from .backends import FILE_BACKENDS, require_postgres, require_server
+from .crash_support import STALL_SECONDS, CrashTarget, Replay, crash_target
 
 pytestmark = pytest.mark.slow
 
@@ -134,19 +132,15 @@ def test_sigkill_during_revert_and_pruning_leaves_a_whole_chain(
         require_server("mariadb")
     seed = zlib.crc32(b"churn/" + backend.encode())
     schedule = random.Random(int(os.environ.get("SUPERVM_CRASH_SEED", "0")) or None)
-    url = worker_url = url_for(backend, tmp_path)
-    name = ""
-    sessions: PostgresSessions | MariaDBSessions | None = None
-    if backend == "postgresql":
-        name = f"supervm_churn_{uuid.uuid4().hex[:12]}"
-        worker_url = f"{url}&application_name={name}"
-        sessions = PostgresSessions()
-    if backend == "mariadb":
-        name = f"supervm_churn_{uuid.uuid4().hex[:12]}"
-        server = sqlalchemy.engine.make_url(MARIADB_URL).set(database=name)
-        url = worker_url = server.render_as_string(hide_password=False) + "?table=chain"
-        sessions = MariaDBSessions()
+    with crash_target(backend, tmp_path, "churn") as target:
+        churn(backend, target, seed, schedule, tmp_path)
 
+
+def churn(
+    backend: str, target: CrashTarget, seed: int, schedule: random.Random, tmp_path: Path
+) -> None:
+    """The kill loop of one back end, on ``target``."""
+    url, worker_url = target.url, target.worker_url
     replay = Replay(seed)
     states: dict[int, dict[bytes, bytes]] = {0: {}}
     for height in range(1, TOP + 1):
@@ -170,8 +164,7 @@ def test_sigkill_during_revert_and_pruning_leaves_a_whole_chain(
                     kind = line.split()[1]
                     steps[kind] = steps.get(kind, 0) + 1
             worker = None
-            if sessions is not None:
-                sessions.wait_gone(name)
+            target.wait_gone()
             store = supervm.open_storage(url)
             try:
                 _, horizon = check(store, replay, states)
@@ -181,14 +174,6 @@ def test_sigkill_during_revert_and_pruning_leaves_a_whole_chain(
     finally:
         if worker is not None:
             worker.kill()
-        if backend in ("postgresql", "mariadb"):
-            leftover = supervm.open_storage(url)
-            leftover.drop()  # type: ignore[attr-defined]
-            leftover.close()
-        if isinstance(sessions, MariaDBSessions):
-            sessions.drop_database(name)
-        if sessions is not None:
-            sessions.close()
         replay.chain.close()
         print(f"\nchurn crash {backend}: {KILLS} kills, steps begun {steps}, horizons {horizons}")
     assert steps.get("revert", 0) > 0 and steps.get("prune", 0) > 0

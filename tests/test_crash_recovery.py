@@ -39,30 +39,25 @@ import random
 import signal
 import statistics
 import time
-import uuid
 import zlib
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 import supervm
 
 from .backends import (
     FILE_BACKENDS,
-    MARIADB_URL,
     require_postgres,
     require_server,
-    url_for,
-    with_table,
 )
 from .crash_support import (
-    MariaDBSessions,
-    PostgresSessions,
+    CrashTarget,
     Replay,
     Tally,
     Worker,
     check_store,
+    crash_target,
     pause_until,
 )
 
@@ -80,21 +75,16 @@ def test_sigkill_during_commits_loses_and_tears_nothing(backend: str, tmp_path: 
     schedule_seed = int(os.environ.get("SUPERVM_CRASH_SEED", "0")) or random.randrange(1, 2**31)
     rng = random.Random(schedule_seed)
     chain_seed = zlib.crc32(backend.encode())
-    url = url_for(backend, tmp_path)
-    worker_url = url
-    application_name = ""
-    sessions: PostgresSessions | MariaDBSessions | None = None
-    if backend == "postgresql":
-        application_name = f"supervm_crash_{uuid.uuid4().hex[:12]}"
-        worker_url = f"{url}&application_name={application_name}"
-        sessions = PostgresSessions()
-    if backend == "mariadb":
-        # The database of the test's own (the store creates it) names the worker's sessions.
-        application_name = f"supervm_crash_{uuid.uuid4().hex[:12]}"
-        server = sqlalchemy.engine.make_url(MARIADB_URL).set(database=application_name)
-        url = worker_url = with_table(server.render_as_string(hide_password=False))
-        sessions = MariaDBSessions()
+    with crash_target(backend, tmp_path, "crash") as target:
+        run_kills(backend, target, rng, chain_seed, schedule_seed, tmp_path)
 
+
+def run_kills(
+    backend: str, target: CrashTarget, rng: random.Random, chain_seed: int,
+    schedule_seed: int, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The kill loop of one back end, on ``target``."""
+    url, worker_url = target.url, target.worker_url
     replay = Replay(chain_seed)
     tally = Tally()
     gaps: list[float] = []
@@ -126,8 +116,7 @@ def test_sigkill_during_commits_loses_and_tears_nothing(backend: str, tmp_path: 
             )
             tally.kills += 1
             tally.acked += len(worker.acks)
-            if sessions is not None:
-                sessions.wait_gone(application_name)
+            target.wait_gone()
 
             store = supervm.open_storage(url)
             try:
@@ -143,14 +132,6 @@ def test_sigkill_during_commits_loses_and_tears_nothing(backend: str, tmp_path: 
         tally.committed = head
         if worker is not None:
             worker.kill()
-        if backend in ("postgresql", "mariadb"):
-            leftover = supervm.open_storage(url)
-            leftover.drop()  # type: ignore[attr-defined]
-            leftover.close()
-        if isinstance(sessions, MariaDBSessions):
-            sessions.drop_database(application_name)
-        if sessions is not None:
-            sessions.close()
         replay.chain.close()
         seconds = time.monotonic() - started
         modes = ", ".join(f"{name} {n}" for name, n in sorted(tally.modes.items()))
