@@ -889,9 +889,14 @@ def _cmd_revert(args: argparse.Namespace) -> int:
 _STORE_HELP = "storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)"
 
 
-def _add_store_options(parser: argparse.ArgumentParser) -> None:
+def _add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """``--store URL`` and ``--json``, which every command on a store takes."""
     parser.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    _add_output_options(parser, "print JSON")
     parser.add_argument(
         "--public-api",
         action="store_true",
@@ -982,8 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2, help="executor threads (2)")
     demo.add_argument("--seed", type=int, help="random seed (default: the block height)")
     demo.add_argument("--rounds", type=int, default=3, help="timed runs per mode, alternating (3)")
-    demo.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_output_options(demo, "print one JSON object")
     demo.set_defaults(func=_cmd_demo)
 
     block = sub.add_parser(
@@ -997,13 +1001,11 @@ def build_parser() -> argparse.ArgumentParser:
     block.add_argument("--mode", choices=("parallel", "sequential"), default="parallel")
     block.add_argument("--threads", type=int, default=2, help="executor threads (2)")
     block.add_argument("--timestamp", type=int, help="block timestamp (default: now)")
-    block.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    block.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_output_options(block, "print one JSON object")
     block.set_defaults(func=_cmd_block)
 
     head = sub.add_parser("head", help="the head block, its state root and the pruning horizon")
-    head.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    head.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_output_options(head, "print one JSON object")
     head.set_defaults(func=_cmd_head)
 
     prove = sub.add_parser(
@@ -1018,8 +1020,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("--height", type=_height_arg, metavar="H", help="height (default: head)")
     prove.add_argument("--hex", action="store_true", help="KEY is hexadecimal")
     prove.add_argument("--out", metavar="FILE", help="write the encoded proof to FILE")
-    prove.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    prove.add_argument("--json", action="store_true", help="print the proof as JSON")
+    _add_output_options(prove, "print the proof as JSON")
     prove.set_defaults(func=_cmd_prove)
 
     verify = sub.add_parser(
@@ -1035,8 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--proof", metavar="HEX", help="encoded proof in hex")
     source.add_argument("--json-file", metavar="FILE", help="proof as JSON (prove --json)")
     verify.add_argument("--root", metavar="HEX", help="the state root you trust (32 bytes)")
-    verify.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_output_options(verify, "print one JSON object")
     verify.set_defaults(func=_cmd_verify)
 
     prune = sub.add_parser(
@@ -1050,8 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-blocks", type=_count_arg, metavar="N",
         help="keep the history of the last N blocks (recorded in the store)",
     )  # fmt: skip
-    prune.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    prune.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_output_options(prune, "print one JSON object")
     prune.set_defaults(func=_cmd_prune)
 
     revert = sub.add_parser(
@@ -1061,8 +1060,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", type=_height_arg, metavar="H", required=True,
         help="the height that becomes the head (at or above the horizon)",
     )  # fmt: skip
-    revert.add_argument("--store", metavar="URL", help=_STORE_HELP)
-    revert.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_output_options(revert, "print one JSON object")
     revert.set_defaults(func=_cmd_revert)
 
     build = sub.add_parser("build", help="compile a C contract to wasm (needs supervm-core[build])")

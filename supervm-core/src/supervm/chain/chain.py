@@ -295,7 +295,7 @@ class Chain:
         height = head.height if height is None else height
         self.history.check_height(height, head.height)
         if height == 0:
-            return StateProof(key, None, 0, PLACEHOLDER, self._empty_proof())
+            return StateProof(key, None, 0, PLACEHOLDER, Proof(None, ()))
         header = self.header(height)
         assert header is not None
         value = self.history.value_at(key, height)
@@ -305,10 +305,6 @@ class Chain:
     def prove_state(self, contract: bytes, key: bytes, height: int | None = None) -> StateProof:
         """:meth:`prove` for ``key`` as ``contract`` sees it."""
         return self.prove(state_key(contract, key), height)
-
-    @staticmethod
-    def _empty_proof() -> Proof:
-        return Proof(None, ())
 
     # -- unwinding and pruning ---------------------------------------------------------
 
