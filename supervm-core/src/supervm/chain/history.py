@@ -129,6 +129,7 @@ class History:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self._scan_range = _scan_range(storage)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class History:
     ) -> Iterator[tuple[bytes, bytes]]:
         """Pairs under ``prefix`` with ``start <= key < end`` (``None``: to the prefix's end),
         as a range scan where the store has one."""
-        scan_range = _scan_range(self.storage)
+        scan_range = self._scan_range
         if scan_range is not None:
             return scan_range(start, prefix_upper_bound(prefix) if end is None else end)
         return (
