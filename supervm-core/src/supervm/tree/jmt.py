@@ -19,7 +19,7 @@ from typing import Final, NamedTuple, TypeAlias
 from supervm.layout import TREE_NODE_PREFIX, TREE_ROOT_PREFIX, TREE_STALE_PREFIX
 from supervm.state import StateView
 from supervm.storage import BatchOp
-from supervm.tree.hashing import LEAF_TAG, PLACEHOLDER, key_hash
+from supervm.tree.hashing import LEAF_TAG, PLACEHOLDER, key_hash, key_nibble
 from supervm.tree.node import (
     EMPTY,
     LEAF,
@@ -82,11 +82,6 @@ _Change: TypeAlias = tuple[bytes, _Leaf | None]
 
 def _be8(value: int) -> bytes:
     return value.to_bytes(8, "big")
-
-
-def _nibble(kh: bytes, depth: int) -> int:
-    byte = kh[depth >> 1]
-    return byte & 0x0F if depth & 1 else byte >> 4
 
 
 def _extend(packed: bytes, depth: int, nibble: int) -> bytes:
@@ -348,7 +343,7 @@ class JellyfishTree:
             node = self._load(nk, is_leaf, expected)
             if isinstance(node, LeafNode):
                 return node.value_hash if node.key_hash == kh else None
-            nibble = _nibble(kh, depth)
+            nibble = key_nibble(kh, depth)
             child = node.slots[nibble]
             if child is None:
                 return None
@@ -376,7 +371,7 @@ class JellyfishTree:
             if isinstance(node, LeafNode):
                 return self._proof((node.key_hash, node.value_hash), siblings)
             levels = node_levels(node.slots)
-            nibble = _nibble(kh, depth)
+            nibble = key_nibble(kh, depth)
             for width in (3, 2, 1, 0):
                 index = nibble >> width
                 siblings.append(levels[width][index ^ 1][1])

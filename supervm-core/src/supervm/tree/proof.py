@@ -15,6 +15,7 @@ from supervm.tree.hashing import (
     HASH_SIZE,
     PLACEHOLDER,
     internal_hash,
+    key_bit,
     key_hash,
     leaf_hash,
     value_hash,
@@ -219,9 +220,5 @@ def verify(root: bytes, key: bytes, value: bytes | None, proof: Proof | bytes) -
             return False
     h = PLACEHOLDER if leaf is None else leaf_hash(leaf[0], leaf[1])
     for i, sibling in enumerate(siblings):
-        bit_index = n - 1 - i
-        if (kh[bit_index >> 3] >> (7 - (bit_index & 7))) & 1:
-            h = internal_hash(sibling, h)
-        else:
-            h = internal_hash(h, sibling)
+        h = internal_hash(sibling, h) if key_bit(kh, n - 1 - i) else internal_hash(h, sibling)
     return h == root
