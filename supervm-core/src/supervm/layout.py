@@ -14,6 +14,9 @@ key                         value
 ``meta/layout``             this layout's version (4 bytes, big-endian)
 ``meta/pruned``             the lowest height whose state is kept (absent: 0)
 ``meta/keep_blocks``        how many recent blocks' history to keep (absent: all)
+``meta/incomplete``         an unfinished snapshot import or migration into this
+                            store (JSON: its operation and progress); a store
+                            holding it is not opened as a chain
 ``h/i/`` + len + key + hgt  the key's value before the block at that height
                             (0x00: absent, 0x01 + value; len: 2 bytes)
                             (:mod:`supervm.chain.history`)
@@ -58,6 +61,7 @@ __all__ = [
     "HEADER_PREFIX",
     "HEIGHT_KEY",
     "HISTORY_PREFIX",
+    "INCOMPLETE_KEY",
     "KEEP_BLOCKS_KEY",
     "LAYOUT_KEY",
     "LAYOUT_VERSION",
@@ -95,6 +99,7 @@ CHANGE_PREFIX = b"h/c/"
 HISTORY_PREFIX = b"h/i/"
 PRUNED_KEY = b"meta/pruned"
 KEEP_BLOCKS_KEY = b"meta/keep_blocks"
+INCOMPLETE_KEY = b"meta/incomplete"
 _OUTSIDE_TREE = (b"meta/", b"t/", b"h/", OWNER_PREFIX)
 
 #: The batch operation that stamps a store with this layout's version.

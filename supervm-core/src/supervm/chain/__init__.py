@@ -1,7 +1,14 @@
 """Blocks of transactions: parallel execution, ownership, headers and crash-safe commits."""
 
 from supervm.chain.block import Block, BlockResult, Execution, ExecutionStats, Transaction
-from supervm.chain.chain import GENESIS, Chain, ChainError, Head, RevertReport
+from supervm.chain.chain import (
+    GENESIS,
+    Chain,
+    ChainError,
+    Head,
+    IncompleteStoreError,
+    RevertReport,
+)
 from supervm.chain.executor import BlockExecutor
 from supervm.chain.header import BlockHeader
 from supervm.chain.history import HeightView, PrunedHeightError, PruneReport
@@ -20,6 +27,7 @@ __all__ = [
     "ExecutionStats",
     "Head",
     "HeightView",
+    "IncompleteStoreError",
     "OwnershipRegistry",
     "PruneReport",
     "PrunedHeightError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import NamedTuple
 from supervm.chain.block import (
     Block,
     BlockResult,
+    ExecutionStats,
     Transaction,
     decode_transactions,
     encode_transactions,
@@ -25,6 +27,7 @@ from supervm.errors import SuperVMError
 from supervm.layout import (
     CONTRACT_PREFIX,
     HEIGHT_KEY,
+    INCOMPLETE_KEY,
     TREE_NODE_PREFIX,
     TREE_ROOT_PREFIX,
     TREE_STALE_PREFIX,
@@ -34,7 +37,7 @@ from supervm.layout import (
     in_state_tree,
     state_key,
 )
-from supervm.state import BatchOp, StateView
+from supervm.state import BatchOp, StateView, WriteSet
 from supervm.storage import Storage
 from supervm.tree import PLACEHOLDER, JellyfishTree, Proof
 from supervm.vm.engine import code_hash
@@ -52,6 +55,7 @@ __all__ = [
     "Chain",
     "ChainError",
     "Head",
+    "IncompleteStoreError",
     "PruneReport",
     "PrunedHeightError",
     "RevertReport",
@@ -63,6 +67,46 @@ DEPLOYER = b"\xde" * 20
 
 class ChainError(SuperVMError):
     """A block does not follow the chain's head, or the chain's records are corrupt."""
+
+
+class IncompleteStoreError(ChainError):
+    """The store holds an unfinished snapshot import or migration: it is not a chain yet."""
+
+    def __init__(self, message: str, *, operation: str, record: dict[str, object]) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.record = record
+
+
+def incomplete_record(storage: Storage) -> dict[str, object] | None:
+    """The store's record of an unfinished import or migration (``None``: there is none)."""
+    raw = storage.get(INCOMPLETE_KEY)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("operation"), str):
+        raise ChainError(f"the store's record of an unfinished operation is corrupt: {raw[:80]!r}")
+    return record
+
+
+def refuse_incomplete(storage: Storage) -> None:
+    """Raise :class:`IncompleteStoreError` if an import or migration into ``storage`` is
+    unfinished."""
+    record = incomplete_record(storage)
+    if record is None:
+        return
+    operation = str(record["operation"])
+    source = record.get("source")
+    what = f" from {source}" if source else ""
+    raise IncompleteStoreError(
+        f"the store holds an unfinished {operation}{what}: run it again to finish it "
+        "(it resumes where it stopped), or empty the store",
+        operation=operation,
+        record=record,
+    )
 
 
 class Head(NamedTuple):
@@ -113,6 +157,7 @@ class Chain:
         :meth:`start_pruning` delete what is older). Without it the store's
         recorded setting holds (none: an archive, every height kept).
         """
+        refuse_incomplete(storage)
         self.storage = storage
         if runtime is None:
             self.ownership = OwnershipRegistry(storage)
@@ -179,6 +224,11 @@ class Chain:
                 f"the transactions stored for block {height} are corrupt: {exc}"
             ) from None
         return Block(height, header.timestamp, txs)
+
+    def identity(self) -> bytes:
+        """The chain's identity: the hash of its first block (zeros before any block)."""
+        first = self.header(1)
+        return ZERO_HASH if first is None else first.hash
 
     def height_of(self, block_hash: bytes) -> int | None:
         """The height of the committed block whose hash is ``block_hash``."""
@@ -256,6 +306,46 @@ class Chain:
         ops.append((HEIGHT_KEY, struct.pack(">Q", header.height)))
         with self._write_lock:
             self.runtime.write(ops)
+
+    def import_block(
+        self,
+        header: BlockHeader,
+        transactions: tuple[Transaction, ...],
+        write_set: WriteSet,
+    ) -> BlockResult:
+        """Commit a block executed elsewhere, trusting its write set but checking its header.
+
+        The header must extend the head, its transactions root must match
+        ``transactions`` and its state root the tree after ``write_set``
+        (sorted, unique keys, state keys only); otherwise :class:`ChainError`
+        and nothing is written.
+        """
+        head = self.head()
+        if header.height != head.height + 1:
+            raise ChainError(f"block {header.height} does not follow head {head.height}")
+        if header.parent_hash != head.block_hash:
+            raise ChainError(
+                f"block {header.height}'s parent is {header.parent_hash.hex()[:16]}..., "
+                f"not the head {head.block_hash.hex()[:16]}... (another chain or a fork)"
+            )
+        transactions = tuple(transactions)
+        if transactions_root(transactions) != header.transactions_root:
+            raise ChainError(f"block {header.height}'s transactions do not match its header")
+        write_set = _checked_write_set(write_set, header.height)
+        tree = self.tree.update(
+            header.height, write_set, base_version=head.height if head.height else None,
+            checked=True,
+        )  # fmt: skip
+        if tree.root_hash != header.state_root:
+            raise ChainError(
+                f"block {header.height}'s write set gives state root {tree.root_hash.hex()}, "
+                f"but its header says {header.state_root.hex()}"
+            )
+        result = BlockResult(
+            header, (), write_set, tree, transactions, ExecutionStats(mode="imported")
+        )
+        self.commit(result)
+        return result
 
     def apply(
         self, block: Block, *, mode: str = "parallel", progress: Progress | None = None
@@ -424,6 +514,27 @@ class LatestView:
 
     def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         return (item for item in self._storage.scan(prefix) if in_state_tree(item[0]))
+
+
+def _checked_write_set(write_set: WriteSet, height: int) -> WriteSet:
+    """``write_set`` as a tuple, if its keys are state keys in strictly ascending order."""
+    ops = tuple(write_set)
+    previous = b""
+    for op in ops:
+        if type(op) is not tuple or len(op) != 2:
+            raise ChainError(f"block {height}'s write set holds {op!r:.60}, not a (key, value)")
+        key, value = op
+        if type(key) is not bytes or (value is not None and type(value) is not bytes):
+            raise ChainError(f"block {height}'s write set holds a key or value that is not bytes")
+        if key <= previous:
+            raise ChainError(f"block {height}'s write set is not in strictly ascending key order")
+        if not in_state_tree(key):
+            raise ChainError(
+                f"block {height}'s write set writes {key[:40]!r}, which is not state "
+                "(chain records are written by the chain)"
+            )
+        previous = key
+    return ops
 
 
 def _height(height: int) -> int:
