@@ -18,10 +18,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from supervm import __version__
 from supervm.errors import SuperVMError
@@ -431,8 +435,8 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
-def _rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:,.0f} tx/s" if seconds > 0 else "-"
+def _rate(count: int, seconds: float, unit: str = "tx") -> str:
+    return f"{count / seconds:,.0f} {unit}/s" if seconds > 0 else "-"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -886,6 +890,318 @@ def _cmd_revert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- moving state between stores ----------------------------------------------------------
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, as rich measures them."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+
+@contextlib.contextmanager
+def _stage_progress() -> Iterator[Callable[[str, int, int | None], None]]:
+    """A ``progress(stage, done, total)`` callback drawn with rich (rate and ETA) on a
+    terminal; silent otherwise."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda stage, done, total: None
+        return
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=None)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _rates(count: int, size: int, seconds: float) -> dict[str, float]:
+    seconds = max(seconds, 1e-9)
+    return {"seconds": round(seconds, 3), "keys_per_second": round(count / seconds, 1),
+            "mb_per_second": round(size / seconds / 1e6, 2)}  # fmt: skip
+
+
+def _print_fields(rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(name) for name, _ in rows) + 2
+    for name, value in rows:
+        print(f"{name + ':':<{width}}{value}")
+
+
+def _manifest_rows(info: dict[str, Any]) -> list[tuple[str, object]]:
+    return [
+        ("chain", info["chain"]), ("height", info["height"]), ("block hash", info["block_hash"]),
+        ("state root", info["state_root"]), ("keys", f"{info['keys']:,}"),
+        ("headers", f"{info['headers']:,}"), ("owners", f"{info['owners']:,}"),
+        ("chunks", f"{info['chunks']:,} of up to {info['chunk_bytes']:,} bytes"),
+        ("file size", f"{info['file_size']:,} bytes"), ("snapshot", info["snapshot"]),
+    ]  # fmt: skip
+
+
+def _cmd_snapshot_export(args: argparse.Namespace) -> int:
+    from supervm.snapshot import export_snapshot
+
+    url = args.store or default_store_url(create=False)
+    storage = open_storage(url, create=False)
+    started = time.perf_counter()
+    try:
+        with _stage_progress() as progress:
+            manifest = export_snapshot(
+                storage, args.out, height=args.height, chunk_bytes=args.chunk_size,
+                verify=not args.no_verify, progress=progress,
+            )  # fmt: skip
+    finally:
+        storage.close()
+    seconds = time.perf_counter() - started
+    info = manifest.describe()
+    raw = sum(chunk.raw_size for chunk in manifest.chunks)
+    if args.json:
+        print(json.dumps({"store": url, "file": str(args.out), **info,
+                          **_rates(manifest.keys, raw, seconds)}))  # fmt: skip
+        return 0
+    _print_fields([("snapshot", args.out), *_manifest_rows(info),
+                   ("rate", f"{_rate(manifest.keys, seconds, 'keys')}, "
+                            f"{raw / max(seconds, 1e-9) / 1e6:.1f} MB/s")])  # fmt: skip
+    return 0
+
+
+def _cmd_snapshot_import(args: argparse.Namespace) -> int:
+    from supervm.snapshot import import_snapshot
+
+    url = args.store or default_store_url()
+    expect = None if args.expect_chain is None else _hex_arg(args.expect_chain, "--expect-chain")
+    storage = open_storage(url)
+    try:
+        with _stage_progress() as progress:
+            report = import_snapshot(args.file, storage, expect_chain=expect, progress=progress)
+    finally:
+        storage.close()
+    info = report.manifest.describe()
+    raw = sum(chunk.raw_size for chunk in report.manifest.chunks)
+    if args.json:
+        print(json.dumps({"store": url, "file": str(args.file), **info,
+                          "resumed_chunks": report.resumed_chunks, **_head_json(report.head),
+                          **_rates(report.keys, raw, report.seconds)}))  # fmt: skip
+        return 0
+    resumed = f" (resumed after chunk {report.resumed_chunks})" if report.resumed else ""
+    _print_fields([("imported", f"{args.file} into {url}{resumed}"), *_manifest_rows(info),
+                   ("head", f"height {report.head.height} (heights below are not kept)"),
+                   ("rate", f"{_rate(report.keys, report.seconds, 'keys')}, "
+                            f"{raw / max(report.seconds, 1e-9) / 1e6:.1f} MB/s")])  # fmt: skip
+    return 0
+
+
+def _cmd_snapshot_info(args: argparse.Namespace) -> int:
+    from supervm.snapshot import read_manifest
+
+    info = read_manifest(args.file).describe()
+    if args.json:
+        print(json.dumps({"file": str(args.file), **info}))
+        return 0
+    _print_fields([("snapshot file", args.file), *_manifest_rows(info)])
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from supervm.migrate import migrate
+
+    source = open_storage(args.source, create=False)
+    try:
+        target = open_storage(args.target)
+        try:
+            with _stage_progress() as progress:
+                report = migrate(
+                    source, target, batch_keys=args.batch_keys, verify=not args.no_verify,
+                    restart=args.restart, source_name=args.source,
+                    progress=lambda done, total: progress("copying", done, total),
+                )  # fmt: skip
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if args.json:
+        print(json.dumps({"from": args.source, "to": args.target, "keys": report.keys,
+                          "bytes": report.bytes, "batches": report.batches,
+                          "resumed": report.resumed, "resumed_keys": report.resumed_keys,
+                          "verified": report.verified, "verified_keys": report.verified_keys,
+                          **_head_json(report.head),
+                          **_rates(report.keys, report.bytes, report.seconds)}))  # fmt: skip
+        return 0
+    resumed = f" (resumed after {report.resumed_keys:,} keys)" if report.resumed else ""
+    verified = (
+        f"{report.verified_keys:,} pairs equal, same head and root"
+        if report.verified
+        else "not verified"
+    )
+    _print_fields([("migrated", f"{args.source} -> {args.target}{resumed}"),
+                   ("copied", f"{report.keys:,} keys, {report.bytes:,} bytes in "
+                              f"{report.batches:,} batches"),
+                   ("verified", verified), ("head", f"height {report.head.height}"),
+                   ("state root", report.head.state_root.hex()),
+                   ("rate", _rate(report.keys, report.seconds, "keys"))])  # fmt: skip
+    return 0
+
+
+def _cmd_sync_export(args: argparse.Namespace) -> int:
+    from supervm.sync import export_blocks
+
+    url = args.store or default_store_url(create=False)
+    storage = open_storage(url, create=False)
+    started = time.perf_counter()
+    try:
+        with _stage_progress() as progress:
+            manifest = export_blocks(
+                storage, args.out, from_height=args.from_height, to_height=args.to_height,
+                progress=progress,
+            )  # fmt: skip
+    finally:
+        storage.close()
+    seconds = time.perf_counter() - started
+    info = manifest.describe()
+    if args.json:
+        print(
+            json.dumps({"store": url, "file": str(args.out), **info, "seconds": round(seconds, 3)})
+        )
+        return 0
+    _print_fields([("block file", args.out),
+                   ("blocks", f"{manifest.from_height + 1} to {manifest.to_height} "
+                              f"({manifest.blocks:,} blocks, {manifest.keys:,} keys written)"),
+                   ("chain", info["chain"]), ("first parent", info["from_hash"]),
+                   ("last block", info["to_hash"]),
+                   ("file size", f"{manifest.file_size:,} bytes in {manifest.chunks} chunks"),
+                   ("rate", _rate(manifest.blocks, seconds, "blocks"))])  # fmt: skip
+    return 0
+
+
+def _cmd_sync_apply(args: argparse.Namespace) -> int:
+    from supervm.sync import apply_blocks
+
+    url = args.store or default_store_url(create=False)
+    storage = open_storage(url)
+    try:
+        with _stage_progress() as progress:
+            report = apply_blocks(args.file, storage, reexecute=args.reexecute, progress=progress)
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps({"store": url, "file": str(args.file), "applied": report.applied,
+                          "skipped": report.skipped, "keys": report.keys,
+                          "reexecuted": report.reexecuted, **_head_json(report.head),
+                          "seconds": round(report.seconds, 3)}))  # fmt: skip
+        return 0
+    how = "re-executed, each matching the file" if report.reexecuted else "write sets applied"
+    _print_fields([("applied", f"{report.applied:,} blocks ({how}), {report.keys:,} keys"),
+                   ("skipped", f"{report.skipped:,} blocks the store already held"),
+                   ("head", f"height {report.head.height}"),
+                   ("block hash", report.head.block_hash.hex()),
+                   ("state root", report.head.state_root.hex()),
+                   ("rate", _rate(report.applied, report.seconds, "blocks"))])  # fmt: skip
+    return 0
+
+
+def _chunk_size_arg(text: str) -> int:
+    value = _count_arg(text)
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"a chunk size is at least 1024 bytes, not {text!r}")
+    return value
+
+
+def _add_transfer_commands(sub: Any) -> None:
+    """``snapshot``, ``migrate`` and ``sync``."""
+    snapshot = sub.add_parser(
+        "snapshot", help="write a chain's state to a file, or start a store from one"
+    )
+    snap_sub = snapshot.add_subparsers(dest="snapshot_command", metavar="ACTION", required=True)
+    export = snap_sub.add_parser(
+        "export", help="write the state at a height to a snapshot file",
+        description="Write the state at a kept height (default: the head) as a manifest and "
+        "zstandard chunks sorted by key hash. Blocks may commit meanwhile.",
+    )  # fmt: skip
+    export.add_argument("--height", type=_height_arg, metavar="H", help="default: the head")
+    export.add_argument("--out", required=True, metavar="FILE", help="the snapshot file to write")
+    export.add_argument(
+        "--chunk-size", type=_chunk_size_arg, default=4 << 20, metavar="BYTES",
+        help="bytes per chunk before compression (default 4 MiB)",
+    )  # fmt: skip
+    export.add_argument("--no-verify", action="store_true",
+                        help="do not recompute the state root while writing")  # fmt: skip
+    _add_output_options(export, "print one JSON object")
+    export.set_defaults(func=_cmd_snapshot_export)
+    imp = snap_sub.add_parser(
+        "import", help="start an empty store from a snapshot file",
+        description="Check every chunk, rebuild the state tree and compare its root with the "
+        "snapshot's block before the state becomes visible. An interrupted import resumes "
+        "when run again with the same file.",
+    )  # fmt: skip
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument(
+        "--expect-chain",
+        metavar="HEX",
+        help="refuse a snapshot of any other chain (the hash of its first block)",
+    )
+    _add_output_options(imp, "print one JSON object")
+    imp.set_defaults(func=_cmd_snapshot_import)
+    info = snap_sub.add_parser("info", help="print a snapshot file's manifest")
+    info.add_argument("file", metavar="FILE")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=_cmd_snapshot_info)
+
+    migrate = sub.add_parser(
+        "migrate", help="copy a whole store to another back end",
+        description="Copy every record (state, tree, history, headers, blocks) in bounded "
+        "batches; resumable after a crash by running it again; verified at the end.",
+    )  # fmt: skip
+    migrate.add_argument("--from", dest="source", required=True, metavar="URL")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL")
+    migrate.add_argument("--batch-keys", type=_count_arg, default=10_000, metavar="N",
+                         help="keys per batch (default 10000)")  # fmt: skip
+    migrate.add_argument(
+        "--restart",
+        action="store_true",
+        help="empty the target and start over (after the source changed)",
+    )
+    migrate.add_argument("--no-verify", action="store_true", help="skip the final comparison")
+    migrate.add_argument("--json", action="store_true", help="print one JSON object")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    sync = sub.add_parser("sync", help="move the blocks between two heights to another store")
+    sync_sub = sync.add_subparsers(dest="sync_command", metavar="ACTION", required=True)
+    sexport = sync_sub.add_parser("export", help="write blocks FROM+1..TO to a block file")
+    sexport.add_argument(
+        "--from", dest="from_height", type=_height_arg, required=True, metavar="H1"
+    )
+    sexport.add_argument("--to", dest="to_height", type=_height_arg, metavar="H2",
+                         help="default: the head")  # fmt: skip
+    sexport.add_argument("--out", required=True, metavar="FILE")
+    _add_output_options(sexport, "print one JSON object")
+    sexport.set_defaults(func=_cmd_sync_export)
+    apply = sync_sub.add_parser(
+        "apply", help="apply a block file to a store standing at its first parent",
+        description="Check each block's parent hash, transactions and state root and commit "
+        "it; a gap, a fork or a wrong root is refused with nothing applied past the last "
+        "good block.",
+    )  # fmt: skip
+    apply.add_argument("file", metavar="FILE")
+    apply.add_argument(
+        "--reexecute",
+        action="store_true",
+        help="run the transactions and check they give the file's write sets",
+    )
+    _add_output_options(apply, "print one JSON object")
+    apply.set_defaults(func=_cmd_sync_apply)
+
+
 _STORE_HELP = "storage URL (default: $SUPERVM_STORE, else an embedded store in ./.supervm)"
 
 
@@ -1062,6 +1378,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_output_options(revert, "print one JSON object")
     revert.set_defaults(func=_cmd_revert)
+
+    _add_transfer_commands(sub)
 
     build = sub.add_parser("build", help="compile a C contract to wasm (needs supervm-core[build])")
     build.add_argument("source")

@@ -78,6 +78,7 @@ __all__ = [
     "header_key",
     "in_state_tree",
     "state_key",
+    "state_ranges",
 ]
 
 #: Version of the layout this SuperVM reads and writes.
@@ -114,6 +115,17 @@ def state_key(contract: bytes, key: bytes) -> bytes:
 def in_state_tree(key: bytes) -> bool:
     """Whether ``key`` is state the tree commits to (not chain metadata, the tree or owners)."""
     return not key.startswith(_OUTSIDE_TREE)
+
+
+def state_ranges() -> list[tuple[bytes | None, bytes | None]]:
+    """Key ranges ``[start, end)`` (``None``: unbounded) holding exactly the state keys."""
+    ranges: list[tuple[bytes | None, bytes | None]] = []
+    start: bytes | None = None
+    for prefix in sorted(_OUTSIDE_TREE):
+        ranges.append((start, prefix))
+        start = prefix[:-1] + bytes((prefix[-1] + 1,))
+    ranges.append((start, None))
+    return ranges
 
 
 def block_key(height: int) -> bytes:

@@ -216,6 +216,14 @@ class Chain:
             return None
         raw = self.storage.get(block_key(height))
         if raw is None:
+            horizon = self.history.horizon()
+            if height <= horizon:
+                raise PrunedHeightError(
+                    f"the transactions of block {height} are not kept: this store holds "
+                    f"blocks from height {horizon} (it was started from a snapshot)",
+                    height=height,
+                    horizon=horizon,
+                )
             raise ChainError(f"block {height} has a header but no transactions stored")
         try:
             txs = decode_transactions(raw)

@@ -1,0 +1,285 @@
+"""Writing a snapshot: the state at one height, sorted by key hash, in bounded chunks.
+
+The state is read from the latest pairs, which a store scans in key order, and
+sorted by key hash in runs of bounded size spilled to temporary files, then
+merged (an external sort). Keys that blocks above the height changed, counting
+blocks committed while the scan ran, are read at the height from the history
+and replace what the scan saw. So the export shows exactly the state at the
+height while new blocks commit, and memory stays bounded by the run size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import struct
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from supervm.chain import Chain
+from supervm.chain.header import BlockHeader
+from supervm.chunkfile import ChunkWriter, frame
+from supervm.layout import HEADER_PREFIX, OWNER_PREFIX, in_state_tree, state_ranges
+from supervm.snapshot.manifest import (
+    FORMAT_VERSION,
+    HEADERS,
+    KIND,
+    MAGIC,
+    OWNERS,
+    STATE,
+    Progress,
+    SnapshotError,
+    SnapshotManifest,
+    read_manifest,
+)
+from supervm.storage import Storage
+from supervm.tree import TreeRestore
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "export_snapshot"]
+
+#: Uncompressed bytes per chunk, by default.
+DEFAULT_CHUNK_BYTES: Final = 4 << 20
+#: Estimated memory of one buffered record beyond its bytes (objects and list slot).
+_RECORD_OVERHEAD: Final = 200
+_RUN_HEADER: Final = struct.Struct(">32sII")
+_BE8: Final = struct.Struct(">Q")
+
+#: One state pair being sorted: its key hash, key and value.
+_Record = tuple[bytes, bytes, bytes]
+
+
+def export_snapshot(
+    storage: Storage,
+    out: str | os.PathLike[str],
+    *,
+    height: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    run_bytes: int | None = None,
+    verify: bool = True,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> SnapshotManifest:
+    """Write the state of ``storage``'s chain at ``height`` (default: the head) to ``out``.
+
+    ``chunk_bytes`` bounds a chunk before compression; ``run_bytes`` (default
+    four chunks) bounds the memory the sort takes before it spills a run to
+    ``tmp_dir`` (default: beside ``out``). ``verify`` rebuilds the root from
+    what is written and refuses to finish a file whose root is not the block's.
+    The file appears under its name only once it is whole.
+    """
+    if type(chunk_bytes) is not int or chunk_bytes < 1024:
+        raise ValueError(f"chunk_bytes must be an int >= 1024, not {chunk_bytes!r}")
+    run_budget = 4 * chunk_bytes if run_bytes is None else run_bytes
+    out = Path(out)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a directory: name the snapshot file to write")
+    chain = Chain(storage, threads=1)
+    try:
+        head = chain.head()
+        height = head.height if height is None else height
+        if type(height) is not int:
+            raise TypeError(f"a height is an int, not {type(height).__name__}")
+        if height == 0 or head.height == 0:
+            raise SnapshotError("nothing to snapshot: the chain has no block at that height")
+        chain.history.check_height(height, head.height)
+        header = chain.header(height)
+        if header is None:
+            raise SnapshotError(f"the store has no header for block {height}")
+        identity = chain.identity()
+        workdir = tmp_dir if tmp_dir is not None else out.parent
+        with tempfile.TemporaryDirectory(prefix=".supervm-snapshot-", dir=workdir) as tmp:
+            runs = _Runs(run_budget, Path(tmp))
+            read = 0
+            for key, value in _state_pairs(storage):
+                runs.add(hashlib.sha256(key).digest(), key, value)
+                read += 1
+                if progress is not None and not read & 0x3FFF:
+                    progress("reading", read, None)
+            if progress is not None:
+                progress("reading", read, None)
+            records = _at_height(chain, height, runs)
+            with ChunkWriter(out, MAGIC) as writer:
+                keys = _write_state(writer, records, chunk_bytes, header, verify, progress)
+                headers = _write_headers(writer, storage, height, chunk_bytes)
+                owners = _write_owners(writer, storage, chunk_bytes)
+                # A pruning that passed the height while we read may have deleted history used.
+                chain.history.check_height(height, chain.head().height)
+                writer.finish({
+                    "format": FORMAT_VERSION, "kind": KIND, "chain": identity.hex(),
+                    "height": height, "block_hash": header.hash.hex(),
+                    "state_root": header.state_root.hex(), "keys": keys, "headers": headers,
+                    "owners": owners, "chunk_bytes": chunk_bytes,
+                })  # fmt: skip
+    finally:
+        chain.close()
+    return read_manifest(out)
+
+
+def _state_pairs(storage: Storage) -> Iterator[tuple[bytes, bytes]]:
+    """The latest state pairs (no chain records), in key order."""
+    if storage.capabilities.range_scan:
+        for start, end in state_ranges():
+            yield from storage.scan_range(start, end)
+    else:
+        yield from (pair for pair in storage.scan(b"") if in_state_tree(pair[0]))
+
+
+class _Runs:
+    """Records sorted by key hash in runs of bounded memory, spilled to files, merged."""
+
+    def __init__(self, budget: int, tmp: Path) -> None:
+        self.budget = budget
+        self.tmp = tmp
+        self.buffer: list[_Record] = []
+        self.size = 0
+        self.files: list[Path] = []
+
+    def add(self, kh: bytes, key: bytes, value: bytes) -> None:
+        self.buffer.append((kh, key, value))
+        self.size += len(key) + len(value) + _RECORD_OVERHEAD
+        if self.size >= self.budget:
+            self.spill()
+
+    def spill(self) -> None:
+        self.buffer.sort()
+        path = self.tmp / f"run-{len(self.files):05d}"
+        pack = _RUN_HEADER.pack
+        with open(path, "wb", buffering=1 << 20) as file:
+            write = file.write
+            for kh, key, value in self.buffer:
+                write(pack(kh, len(key), len(value)))
+                write(key)
+                write(value)
+        self.files.append(path)
+        self.buffer = []
+        self.size = 0
+
+    def merged(self) -> Iterator[_Record]:
+        """Every record, in key-hash order."""
+        if not self.files:
+            self.buffer.sort()
+            records, self.buffer = self.buffer, []
+            yield from records
+            return
+        if self.buffer:
+            self.spill()
+        files = [open(path, "rb", buffering=1 << 16) for path in self.files]  # noqa: SIM115
+        try:
+            yield from heapq.merge(*map(_read_run, files))
+        finally:
+            for file in files:
+                file.close()
+
+
+def _read_run(file: BinaryIO) -> Iterator[_Record]:
+    read = file.read
+    unpack = _RUN_HEADER.unpack
+    size = _RUN_HEADER.size
+    while head := read(size):
+        kh, key_len, value_len = unpack(head)
+        body = read(key_len + value_len)
+        yield kh, body[:key_len], body[key_len:]
+
+
+def _at_height(chain: Chain, height: int, runs: _Runs) -> Iterator[_Record]:
+    """The scanned records with the keys changed above ``height`` read at ``height``."""
+    history = chain.history
+    # Read after the scan: every block that committed while it ran is counted.
+    changed = history.changed_keys(height, history.head())
+    if not changed:
+        return runs.merged()
+    sha = hashlib.sha256
+    overlay = sorted((sha(key).digest(), key, history.value_at(key, height)) for key in changed)
+    replaced = {kh for kh, _, _ in overlay}
+    kept = (record for record in runs.merged() if record[0] not in replaced)
+    present: list[_Record] = [(kh, k, v) for kh, k, v in overlay if v is not None]
+    return heapq.merge(kept, present)
+
+
+def _write_state(
+    writer: ChunkWriter,
+    records: Iterable[_Record],
+    chunk_bytes: int,
+    header: BlockHeader,
+    verify: bool,
+    progress: Progress | None,
+) -> int:
+    """Write the state chunks; the number of pairs."""
+    restore = TreeRestore(header.height) if verify else None
+    sha = hashlib.sha256
+    parts: list[bytes] = []
+    size = count = total = 0
+    for kh, key, value in records:
+        part = frame(key) + frame(value)
+        parts.append(part)
+        size += len(part)
+        count += 1
+        if restore is not None:
+            restore.add(kh, sha(value).digest())
+        if size >= chunk_bytes:
+            writer.add(STATE, b"".join(parts), count)
+            total += count
+            parts, size, count = [], 0, 0
+            if progress is not None:
+                progress("writing", total, None)
+    if count:
+        writer.add(STATE, b"".join(parts), count)
+        total += count
+    if restore is not None:
+        _, root = restore.finish()
+        if root != header.state_root:
+            raise SnapshotError(
+                f"the store's state at height {header.height} has root {root.hex()}, but block "
+                f"{header.height} says {header.state_root.hex()}: the store is damaged or was "
+                "written to during the export other than by committing blocks"
+            )
+    if progress is not None:
+        progress("writing", total, total)
+    return total
+
+
+def _write_headers(writer: ChunkWriter, storage: Storage, height: int, chunk_bytes: int) -> int:
+    """Write headers 1 to ``height``; their number."""
+    parts: list[bytes] = []
+    size = written = 0
+    expected = 1
+    for key, raw in storage.scan(HEADER_PREFIX):
+        at = _BE8.unpack(key[len(HEADER_PREFIX) :])[0]
+        if at > height:
+            break
+        if at != expected:
+            raise SnapshotError(f"the store has no header for block {expected}")
+        expected += 1
+        parts.append(frame(raw))
+        size += len(raw) + 4
+        if size >= chunk_bytes:
+            writer.add(HEADERS, b"".join(parts), len(parts))
+            written += len(parts)
+            parts, size = [], 0
+    if parts:
+        writer.add(HEADERS, b"".join(parts), len(parts))
+        written += len(parts)
+    if written != height:
+        raise SnapshotError(f"the store has no header for block {expected}")
+    return written
+
+
+def _write_owners(writer: ChunkWriter, storage: Storage, chunk_bytes: int) -> int:
+    """Write the ownership records (as they are now); their number."""
+    parts: list[bytes] = []
+    size = written = 0
+    for key, value in storage.scan(OWNER_PREFIX):
+        part = frame(key) + frame(value)
+        parts.append(part)
+        size += len(part)
+        if size >= chunk_bytes:
+            writer.add(OWNERS, b"".join(parts), len(parts))
+            written += len(parts)
+            parts, size = [], 0
+    if parts:
+        writer.add(OWNERS, b"".join(parts), len(parts))
+        written += len(parts)
+    return written
