@@ -30,6 +30,7 @@ from rich.text import Text
 from supervm import __version__
 from supervm.errors import SuperVMError
 from supervm.registry import available_backends, load_backend, open_storage
+from supervm.url import parse_url
 
 __all__ = ["main"]
 
@@ -1016,6 +1017,7 @@ def _cmd_snapshot_info(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from supervm.migrate import migrate
 
+    source_name, target_name = parse_url(args.source).safe, parse_url(args.target).safe
     source = open_storage(args.source, create=False)
     try:
         target = open_storage(args.target)
@@ -1023,20 +1025,21 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             with _stage_progress() as progress:
                 report = migrate(
                     source, target, batch_keys=args.batch_keys, verify=not args.no_verify,
-                    restart=args.restart, source_name=args.source,
+                    restart=args.restart, source_name=source_name,
                     progress=lambda done, total: progress("copying", done, total),
                 )  # fmt: skip
         finally:
             target.close()
     finally:
         source.close()
+    copied = report.keys - report.resumed_keys  # this run's share, for its rate
     if args.json:
-        print(json.dumps({"from": args.source, "to": args.target, "keys": report.keys,
+        print(json.dumps({"from": source_name, "to": target_name, "keys": report.keys,
                           "bytes": report.bytes, "batches": report.batches,
                           "resumed": report.resumed, "resumed_keys": report.resumed_keys,
                           "verified": report.verified, "verified_keys": report.verified_keys,
                           **_head_json(report.head),
-                          **_rates(report.keys, report.bytes, report.seconds)}))  # fmt: skip
+                          **_rates(copied, report.bytes, report.seconds)}))  # fmt: skip
         return 0
     resumed = f" (resumed after {report.resumed_keys:,} keys)" if report.resumed else ""
     verified = (
@@ -1044,12 +1047,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         if report.verified
         else "not verified"
     )
-    _print_fields([("migrated", f"{args.source} -> {args.target}{resumed}"),
+    _print_fields([("migrated", f"{source_name} -> {target_name}{resumed}"),
                    ("copied", f"{report.keys:,} keys, {report.bytes:,} bytes in "
                               f"{report.batches:,} batches"),
                    ("verified", verified), ("head", f"height {report.head.height}"),
                    ("state root", report.head.state_root.hex()),
-                   ("rate", _rate(report.keys, report.seconds, "keys"))])  # fmt: skip
+                   ("rate", _rate(copied, report.seconds, "keys"))])  # fmt: skip
     return 0
 
 
