@@ -1,7 +1,8 @@
 """The state tree: a Jellyfish Merkle tree over key hashes, with inclusion and exclusion proofs.
 
 :class:`JellyfishTree` reads a versioned tree through a state view and
-computes the writes of each new version; :func:`verify` checks a
+computes the writes of each new version; :class:`TreeRestore` builds one version
+from its leaves in key-hash order (a snapshot import); :func:`verify` checks a
 :class:`Proof` against a root hash. The format is described in ``docs/tree.md``.
 """
 
@@ -30,6 +31,7 @@ from supervm.tree.node import (
     stale_record_key,
 )
 from supervm.tree.proof import Proof, ProofError, verify
+from supervm.tree.restore import TreeRestore
 
 __all__ = [
     "PLACEHOLDER",
@@ -42,6 +44,7 @@ __all__ = [
     "Proof",
     "ProofError",
     "TreeError",
+    "TreeRestore",
     "TreeUpdate",
     "decode_node",
     "decode_stale_record",
