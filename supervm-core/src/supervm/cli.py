@@ -960,7 +960,7 @@ def _cmd_snapshot_export(args: argparse.Namespace) -> int:
         with _stage_progress() as progress:
             manifest = export_snapshot(
                 storage, args.out, height=args.height, chunk_bytes=args.chunk_size,
-                verify=not args.no_verify, progress=progress,
+                verify=args.verify, progress=progress,
             )  # fmt: skip
     finally:
         storage.close()
@@ -1137,8 +1137,10 @@ def _add_transfer_commands(sub: Any) -> None:
         "--chunk-size", type=_chunk_size_arg, default=4 << 20, metavar="BYTES",
         help="bytes per chunk before compression (default 4 MiB)",
     )  # fmt: skip
-    export.add_argument("--no-verify", action="store_true",
-                        help="do not recompute the state root while writing")  # fmt: skip
+    export.add_argument(
+        "--verify", action="store_true",
+        help="also rebuild the state root while writing (an import always checks it)",
+    )  # fmt: skip
     _add_output_options(export, "print one JSON object")
     export.set_defaults(func=_cmd_snapshot_export)
     imp = snap_sub.add_parser(

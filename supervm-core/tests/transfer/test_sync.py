@@ -70,7 +70,7 @@ def test_gap_fork_and_other_chain_are_refused(builder, tmp_path: Path) -> None:
     assert fork.head().height == 5
     stranger = builder.chain()
     builder.bulk_block(stranger, [(state_key(b"\x01" * 20, b"a"), b"b")] * 1)
-    with pytest.raises(SyncError, match="another chain|chain"):
+    with pytest.raises(SyncError, match="holds blocks of chain"):
         apply_blocks(out, stranger.storage)
     assert stranger.head().height == 1
 
@@ -104,13 +104,13 @@ def test_wrong_root_stops_at_the_last_good_block(builder, tmp_path: Path) -> Non
         return fields
 
     _rewrite(out, lying, alter_fourth_block)
-    with pytest.raises(SyncError, match="block 5 refused.*state root.*last good block"):
+    with pytest.raises(SyncError, match=r"block 5 refused.*state root.*last good block"):
         apply_blocks(lying, target.storage)
     assert target.head() == source.head()._replace(
         height=4, block_hash=source.header(4).hash, state_root=source.header(4).state_root
     )
     # The same file re-executed: the transactions disagree with the altered write set.
-    with pytest.raises(SyncError, match="block 5 refused.*write set"):
+    with pytest.raises(SyncError, match=r"block 5 refused.*write set"):
         apply_blocks(lying, target.storage, reexecute=True, mode="sequential")
     assert target.head().height == 4
     # The true file finishes the job.

@@ -18,7 +18,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from supervm.chain import Chain, Head
 from supervm.chain.chain import incomplete_record
@@ -222,18 +222,18 @@ def _state_chunk(
 ) -> None:
     if len(fields) != 2 * info.items:
         raise _bad(info, f"holds {len(fields) // 2} pairs, the manifest says {info.items}")
+    keys, values = fields[0::2], fields[1::2]
+    if None in keys or None in values or any(not in_state_tree(k) for k in keys):  # type: ignore[arg-type]
+        raise _bad(info, "holds a record that is not a state pair")
+    pairs = cast("list[tuple[bytes, bytes]]", list(zip(keys, values, strict=True)))
     sha = hashlib.sha256
-    leaves = []
-    for i in range(0, len(fields), 2):
-        key, value = fields[i], fields[i + 1]
-        if key is None or value is None or not key or not in_state_tree(key):
-            raise _bad(info, "holds a record that is not a state pair")
-        ops.append((key, value))
-        leaves.append((sha(key).digest(), sha(value).digest()))
+    leaves = [(sha(key).digest(), sha(value).digest()) for key, value in pairs]
     try:
-        ops += restore.add_many(leaves)
+        nodes = restore.add_many(leaves)
     except TreeError as exc:
         raise _bad(info, f"is not in key-hash order ({exc})") from None
+    ops += pairs
+    ops += nodes
 
 
 def _header_chunk(
