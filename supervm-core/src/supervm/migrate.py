@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from supervm.chain.chain import GENESIS, Head
 from supervm.chain.header import BlockFormatError, BlockHeader
+from supervm.chain.incomplete import close_scan, empty_store, incomplete_record
 from supervm.errors import KeyTooLargeError, SuperVMError, ValueTooLargeError
 from supervm.layout import HEIGHT_KEY, INCOMPLETE_KEY, header_key
 from supervm.storage import BatchOp, Storage
@@ -114,21 +115,6 @@ def _record(name: str, head: Head, last_key: bytes | None, keys: int, size: int)
     ).encode()
 
 
-def _read_record(target: Storage) -> dict[str, object] | None:
-    raw = target.get(INCOMPLETE_KEY)
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("operation"), str):
-        raise MigrationError(
-            f"the target's record of an unfinished operation is corrupt: {raw[:80]!r}"
-        )
-    return record
-
-
 def _resume_point(record: dict[str, object]) -> tuple[bytes | None, int, int, Head]:
     """``last_key``, ``keys``, ``bytes`` and the source's head (no root) of a migration record."""
     last, keys, size = record.get("last_key"), record.get("keys"), record.get("bytes")
@@ -148,13 +134,6 @@ def _resume_point(record: dict[str, object]) -> tuple[bytes | None, int, int, He
         raise MigrationError(f"the target's migration record is corrupt: {record!r}") from None
 
 
-def _close(pairs: Iterator[tuple[bytes, bytes]]) -> None:
-    """Release a scan that was not read to its end (a generator's or driver's ``close``)."""
-    close = getattr(pairs, "close", None)
-    if close is not None:
-        close()
-
-
 def _source_scan(source: Storage, after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
     """The source's pairs with keys above ``after`` (all of them for ``None``), in key order."""
     if after is None:
@@ -167,30 +146,7 @@ def _source_scan(source: Storage, after: bytes | None) -> Iterator[tuple[bytes, 
             if key > after:
                 yield key, value
     finally:
-        _close(pairs)
-
-
-def _empty(target: Storage, batch_keys: int) -> int:
-    """Delete every key of ``target`` but the migration record, in batches; the count."""
-    deleted = 0
-    ranged = target.capabilities.range_scan
-    after: bytes | None = None
-    while True:
-        pairs = target.scan_range(after, None) if ranged else target.scan(b"")
-        doomed: list[BatchOp] = []
-        try:
-            for key, _ in pairs:
-                if key != INCOMPLETE_KEY:
-                    doomed.append((key, None))
-                    if len(doomed) >= batch_keys:
-                        break
-        finally:
-            _close(pairs)
-        if not doomed:
-            return deleted
-        target.write_batch(doomed)
-        deleted += len(doomed)
-        after = doomed[-1][0]
+        close_scan(pairs)
 
 
 def _check_source(source: Storage, head: Head) -> None:
@@ -239,7 +195,7 @@ def migrate(
     head = store_head(source)
     total = len(source) if isinstance(source, Sized) else None
 
-    record = _read_record(target)
+    record = incomplete_record(target)
     resumed = False
     last_key: bytes | None = None
     keys = size = 0
@@ -248,7 +204,7 @@ def migrate(
     if record is None:
         held = target.scan(b"")
         first = next(held, None)
-        _close(held)
+        close_scan(held)
         if first is not None:
             raise MigrationError(
                 f"the target {target!r} is not empty (it holds key {_hex(first[0])}): a "
@@ -257,7 +213,7 @@ def migrate(
     elif restart:
         target.write_batch([(INCOMPLETE_KEY, _record(name, head, None, 0, 0))])
         wrote = True
-        _empty(target, batch_keys)
+        empty_store(target, batch_keys)
     else:
         operation = record["operation"]
         if operation != OPERATION:
@@ -279,7 +235,7 @@ def migrate(
             )
         if last_key is None:
             # Nothing copied yet; an interrupted restart may have left keys to delete.
-            _empty(target, batch_keys)
+            empty_store(target, batch_keys)
         resumed = wrote = True
     resumed_keys = keys
 
@@ -317,7 +273,7 @@ def migrate(
             if progress is not None:
                 progress(keys, total)
     finally:
-        _close(pairs)
+        close_scan(pairs)
 
     copy_head = store_head(target)
     verified_keys = 0
@@ -379,5 +335,5 @@ def verify_copy(source: Storage, target: Storage, *, progress: Progress | None =
             if progress is not None and compared % VERIFY_PROGRESS_EVERY == 0:
                 progress(compared, None)
     finally:
-        _close(ours)
-        _close(theirs)
+        close_scan(ours)
+        close_scan(theirs)

@@ -6,12 +6,12 @@ from supervm.chain.chain import (
     Chain,
     ChainError,
     Head,
-    IncompleteStoreError,
     RevertReport,
 )
 from supervm.chain.executor import BlockExecutor
 from supervm.chain.header import BlockHeader
 from supervm.chain.history import HeightView, PrunedHeightError, PruneReport
+from supervm.chain.incomplete import IncompleteStoreError
 from supervm.chain.ownership import OwnershipRegistry
 from supervm.chain.proofs import StateProof
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -21,13 +20,13 @@ from supervm.chain.block import (
 from supervm.chain.executor import BlockExecutor, Progress
 from supervm.chain.header import ZERO_HASH, BlockFormatError, BlockHeader
 from supervm.chain.history import HeightView, History, PrunedHeightError, PruneReport
+from supervm.chain.incomplete import IncompleteStoreError, refuse_incomplete
 from supervm.chain.ownership import OwnershipRegistry
 from supervm.chain.proofs import StateProof
 from supervm.errors import SuperVMError
 from supervm.layout import (
     CONTRACT_PREFIX,
     HEIGHT_KEY,
-    INCOMPLETE_KEY,
     TREE_NODE_PREFIX,
     TREE_ROOT_PREFIX,
     TREE_STALE_PREFIX,
@@ -67,46 +66,6 @@ DEPLOYER = b"\xde" * 20
 
 class ChainError(SuperVMError):
     """A block does not follow the chain's head, or the chain's records are corrupt."""
-
-
-class IncompleteStoreError(ChainError):
-    """The store holds an unfinished snapshot import or migration: it is not a chain yet."""
-
-    def __init__(self, message: str, *, operation: str, record: dict[str, object]) -> None:
-        super().__init__(message)
-        self.operation = operation
-        self.record = record
-
-
-def incomplete_record(storage: Storage) -> dict[str, object] | None:
-    """The store's record of an unfinished import or migration (``None``: there is none)."""
-    raw = storage.get(INCOMPLETE_KEY)
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("operation"), str):
-        raise ChainError(f"the store's record of an unfinished operation is corrupt: {raw[:80]!r}")
-    return record
-
-
-def refuse_incomplete(storage: Storage) -> None:
-    """Raise :class:`IncompleteStoreError` if an import or migration into ``storage`` is
-    unfinished."""
-    record = incomplete_record(storage)
-    if record is None:
-        return
-    operation = str(record["operation"])
-    source = record.get("source")
-    what = f" from {source}" if source else ""
-    raise IncompleteStoreError(
-        f"the store holds an unfinished {operation}{what}: run it again to finish it "
-        "(it resumes where it stopped), or empty the store",
-        operation=operation,
-        record=record,
-    )
 
 
 class Head(NamedTuple):

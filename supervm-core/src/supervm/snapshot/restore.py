@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from supervm.chain import Chain, Head
-from supervm.chain.chain import incomplete_record
 from supervm.chain.header import ZERO_HASH, BlockFormatError, BlockHeader
+from supervm.chain.incomplete import empty_store, incomplete_record
 from supervm.chunkfile import ChunkInfo, ChunkReader, CorruptFileError, unframe
 from supervm.layout import (
     HEIGHT_KEY,
@@ -52,7 +52,6 @@ __all__ = ["OPERATION", "ImportReport", "import_snapshot"]
 #: The operation an unfinished import names in the store's ``meta/incomplete`` record.
 OPERATION: Final = "snapshot import"
 _BE8: Final = struct.Struct(">Q")
-_CLEANUP_BATCH: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,9 @@ def import_snapshot(
         try:
             _import_chunks(reader, manifest, storage, state, source, progress)
         except (CorruptFileError, SnapshotError):
-            _empty(storage)
+            # The store was empty before this import: make it so again, the record last.
+            empty_store(storage)
+            storage.delete(INCOMPLETE_KEY)
             raise
     chain = Chain(storage, threads=1)
     try:
@@ -295,18 +296,3 @@ def _bad(info: ChunkInfo, why: str) -> SnapshotError:
     return SnapshotError(
         f"snapshot chunk {info.index} ({info.kind}) {why}: refused, nothing imported"
     )
-
-
-def _empty(storage: Storage) -> None:
-    """Delete every key, the import's record last (the store was empty before the import)."""
-    while True:
-        ops: list[BatchOp] = []
-        for key, _ in storage.scan(b""):
-            if key != INCOMPLETE_KEY:
-                ops.append((key, None))
-                if len(ops) >= _CLEANUP_BATCH:
-                    break
-        if not ops:
-            break
-        storage.write_batch(ops)
-    storage.delete(INCOMPLETE_KEY)
