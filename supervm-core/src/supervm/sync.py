@@ -83,7 +83,7 @@ class BlockFileManifest:
         return {
             "chain": self.chain.hex(), "from": self.from_height, "from_hash": self.from_hash.hex(),
             "to": self.to_height, "to_hash": self.to_hash.hex(), "blocks": self.blocks,
-            "keys": self.keys, "chunks": self.chunks, "file": self.digest.hex(),
+            "keys": self.keys, "chunks": self.chunks, "digest": self.digest.hex(),
             "file_size": self.file_size,
         }  # fmt: skip
 
