@@ -102,11 +102,12 @@ def types(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Benchmarks (bench/RESULTS.md): storage, VM, chain and state, bench.mvmemory, bench.galera.
+    """Benchmarks (bench/RESULTS.md): storage, VM, chain, state and transfer, bench.mvmemory,
+    bench.galera.
 
     nox -s bench              # print each benchmark's table
     nox -s bench -- DIR       # also write DIR/storage.json, DIR/vm.json, DIR/chain.json,
-                              # DIR/state.json;
+                              # DIR/state.json, DIR/transfer.json;
                               # python -m bench.compare OLD/vm.json DIR/vm.json shows changes
     """
     _install_workspace(session, *PACKAGES)
@@ -116,8 +117,9 @@ def bench(session: nox.Session) -> None:
     for name in ("storage", "vm", "chain"):
         json_args = ["--json", str(out / f"{name}.json")] if out is not None else []
         session.run("python", "-m", f"bench.{name}", *json_args)
-    json_args = ["--json", str(out / "state.json")] if out is not None else []
-    session.run("python", "-m", "bench.state", *json_args)
+    for name in ("state", "transfer"):
+        json_args = ["--json", str(out / f"{name}.json")] if out is not None else []
+        session.run("python", "-m", f"bench.{name}", *json_args)
     if (ROOT / "bench" / "mvmemory.py").exists():
         session.run("python", "-m", "bench.mvmemory")
     # The Galera benchmark starts a 3-node cluster of its own (needs mariadb-server, galera-4).

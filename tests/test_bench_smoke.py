@@ -28,6 +28,10 @@ RUNS = {
         "--proofs 50 --proof-reps 1 --read-keys 500 --history-blocks 20 --block-keys 10 "
         "--reads 200 --keep-blocks 5"
     ),
+    "transfer": shlex.split(
+        "--keys 2000 --memory-keys 3000 --tracemalloc-keys 2000 --sync-blocks 2 --sync-txs 10 "
+        "--sync-accounts 20"
+    ),
 }
 
 
