@@ -262,6 +262,8 @@ def test_export_refuses_what_it_cannot_snapshot(builder, tmp_path: Path) -> None
     empty = builder.chain()
     with pytest.raises(SnapshotError, match="no block"):
         export_snapshot(empty.storage, tmp_path / "e.snap")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_snapshot(empty.storage, tmp_path / "missing" / "e.snap")
     chain = builder.token_chain(4)
     with pytest.raises(ValueError, match="above the head"):
         export_snapshot(chain.storage, tmp_path / "x.snap", height=99)

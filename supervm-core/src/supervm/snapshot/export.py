@@ -79,6 +79,8 @@ def export_snapshot(
     out = Path(out)
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a directory: name the snapshot file to write")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {out}: the directory {out.parent} does not exist")
     chain = Chain(storage, threads=1)
     try:
         head = chain.head()
