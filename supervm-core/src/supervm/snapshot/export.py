@@ -107,7 +107,7 @@ def export_snapshot(
                 progress("reading", read, None)
             records = _at_height(chain, height, runs)
             with ChunkWriter(out, MAGIC) as writer:
-                keys = _write_state(writer, records, chunk_bytes, header, verify, progress)
+                keys = _write_state(writer, records, chunk_bytes, header, verify, progress, read)
                 headers = _write_headers(writer, storage, height, chunk_bytes)
                 owners = _write_owners(writer, storage, chunk_bytes)
                 # A pruning that passed the height while we read may have deleted history used.
@@ -211,8 +211,9 @@ def _write_state(
     header: BlockHeader,
     verify: bool,
     progress: Progress | None,
+    expected: int,
 ) -> int:
-    """Write the state chunks; the number of pairs."""
+    """Write the state chunks; the number of pairs (``expected``: about how many)."""
     restore = TreeRestore(header.height) if verify else None
     sha = hashlib.sha256
     parts: list[bytes] = []
@@ -230,7 +231,7 @@ def _write_state(
             total += count
             parts, size, count = [], 0, 0
             if progress is not None:
-                progress("writing", total, None)
+                progress("writing", total, max(expected, total))
     if count:
         writer.add(STATE, b"".join(parts), count)
         total += count
