@@ -42,15 +42,15 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "export_snapshot"]
 
 #: Uncompressed bytes per chunk, by default.
 DEFAULT_CHUNK_BYTES: Final = 4 << 20
-#: Estimated memory of one buffered record beyond its bytes (objects and list slot).
-_RECORD_OVERHEAD: Final = 200
-_RUN_HEADER: Final = struct.Struct(">32sII")
+#: Memory of one buffered record beyond its bytes (the bytes object and its list slot).
+_RECORD_OVERHEAD: Final = 48
 _BE8: Final = struct.Struct(">Q")
 #: A field's length in a chunk (:func:`supervm.chunkfile.frame`).
 _LEN: Final = struct.Struct(">I")
 
-#: One state pair being sorted: its key hash, key and value.
-_Record = tuple[bytes, bytes, bytes]
+#: One state pair being sorted: its key hash, then the pair framed as a chunk holds it
+#: (key length, key, value length, value), all in one bytes object.
+_Record = bytes
 
 
 def export_snapshot(
@@ -132,6 +132,14 @@ def _state_pairs(storage: Storage) -> Iterator[tuple[bytes, bytes]]:
         yield from (pair for pair in storage.scan(b"") if in_state_tree(pair[0]))
 
 
+def _record(kh: bytes, key: bytes, value: bytes) -> _Record:
+    return kh + _LEN.pack(len(key)) + key + _LEN.pack(len(value)) + value
+
+
+def _value_of(record: _Record) -> bytes:
+    return record[40 + _LEN.unpack_from(record, 32)[0] :]
+
+
 class _Runs:
     """Records sorted by key hash in runs of bounded memory, spilled to files, merged."""
 
@@ -143,21 +151,17 @@ class _Runs:
         self.files: list[Path] = []
 
     def add(self, kh: bytes, key: bytes, value: bytes) -> None:
-        self.buffer.append((kh, key, value))
-        self.size += len(key) + len(value) + _RECORD_OVERHEAD
+        record = kh + _LEN.pack(len(key)) + key + _LEN.pack(len(value)) + value
+        self.buffer.append(record)
+        self.size += len(record) + _RECORD_OVERHEAD
         if self.size >= self.budget:
             self.spill()
 
     def spill(self) -> None:
         self.buffer.sort()
         path = self.tmp / f"run-{len(self.files):05d}"
-        pack = _RUN_HEADER.pack
-        with open(path, "wb", buffering=1 << 20) as file:
-            write = file.write
-            for kh, key, value in self.buffer:
-                write(pack(kh, len(key), len(value)))
-                write(key)
-                write(value)
+        with open(path, "wb") as file:
+            file.write(b"".join(self.buffer))
         self.files.append(path)
         self.buffer = []
         self.size = 0
@@ -171,7 +175,7 @@ class _Runs:
             return
         if self.buffer:
             self.spill()
-        files = [open(path, "rb", buffering=1 << 16) for path in self.files]  # noqa: SIM115
+        files = [open(path, "rb") for path in self.files]  # noqa: SIM115
         try:
             yield from heapq.merge(*map(_read_run, files))
         finally:
@@ -179,14 +183,29 @@ class _Runs:
                 file.close()
 
 
-def _read_run(file: BinaryIO) -> Iterator[_Record]:
-    read = file.read
-    unpack = _RUN_HEADER.unpack
-    size = _RUN_HEADER.size
-    while head := read(size):
-        kh, key_len, value_len = unpack(head)
-        body = read(key_len + value_len)
-        yield kh, body[:key_len], body[key_len:]
+def _read_run(file: BinaryIO, block: int = 1 << 20) -> Iterator[_Record]:
+    """The records of a spilled run, read ``block`` bytes at a time."""
+    unpack = _LEN.unpack_from
+    buf = b""
+    at = 0
+    while True:
+        # A whole record from ``at``: its hash, both lengths and both fields.
+        end = -1
+        if len(buf) - at >= 36:
+            value_at = at + 36 + unpack(buf, at + 32)[0]
+            if len(buf) >= value_at + 4:
+                end = value_at + 4 + unpack(buf, value_at)[0]
+        if 0 <= end <= len(buf):
+            yield buf[at:end]
+            at = end
+            continue
+        more = file.read(max(block, end - len(buf)))
+        if not more:
+            if at != len(buf):
+                raise SnapshotError(f"a temporary sort run ({file.name}) is truncated")
+            return
+        buf = buf[at:] + more
+        at = 0
 
 
 def _at_height(chain: Chain, height: int, runs: _Runs) -> Iterator[_Record]:
@@ -199,8 +218,8 @@ def _at_height(chain: Chain, height: int, runs: _Runs) -> Iterator[_Record]:
     sha = hashlib.sha256
     overlay = sorted((sha(key).digest(), key, history.value_at(key, height)) for key in changed)
     replaced = {kh for kh, _, _ in overlay}
-    kept = (record for record in runs.merged() if record[0] not in replaced)
-    present: list[_Record] = [(kh, k, v) for kh, k, v in overlay if v is not None]
+    kept = (record for record in runs.merged() if record[:32] not in replaced)
+    present = [_record(kh, k, v) for kh, k, v in overlay if v is not None]
     return heapq.merge(kept, present)
 
 
@@ -218,14 +237,14 @@ def _write_state(
     sha = hashlib.sha256
     parts: list[bytes] = []
     size = count = total = 0
-    pack = _LEN.pack
-    for kh, key, value in records:
-        part = pack(len(key)) + key + pack(len(value)) + value
+    for record in records:
+        # A record past its key hash is the pair as a chunk frames it.
+        part = record[32:]
         parts.append(part)
         size += len(part)
         count += 1
         if restore is not None:
-            restore.add(kh, sha(value).digest())
+            restore.add(record[:32], sha(_value_of(record)).digest())
         if size >= chunk_bytes:
             writer.add(STATE, b"".join(parts), count)
             total += count
