@@ -21,8 +21,9 @@ from typing import BinaryIO, Final
 
 from supervm.chain import Chain
 from supervm.chain.header import BlockHeader
+from supervm.chain.incomplete import close_scan
 from supervm.chunkfile import ChunkWriter, frame
-from supervm.layout import HEADER_PREFIX, OWNER_PREFIX, in_state_tree, state_ranges
+from supervm.layout import HEADER_PREFIX, OWNER_PREFIX, header_key, in_state_tree, state_ranges
 from supervm.snapshot.manifest import (
     FORMAT_VERSION,
     HEADERS,
@@ -223,6 +224,33 @@ def _at_height(chain: Chain, height: int, runs: _Runs) -> Iterator[_Record]:
     return heapq.merge(kept, present)
 
 
+class _Chunks:
+    """Records of one kind gathered into chunks of about ``chunk_bytes`` each."""
+
+    def __init__(self, writer: ChunkWriter, kind: str, chunk_bytes: int) -> None:
+        self.writer, self.kind, self.chunk_bytes = writer, kind, chunk_bytes
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.written = 0
+
+    def add(self, part: bytes) -> bool:
+        """Add one record (framed); whether that completed a chunk."""
+        self.parts.append(part)
+        self.size += len(part)
+        if self.size < self.chunk_bytes:
+            return False
+        self.flush()
+        return True
+
+    def flush(self) -> int:
+        """Write what is gathered as a chunk; the records written so far."""
+        if self.parts:
+            self.writer.add(self.kind, b"".join(self.parts), len(self.parts))
+            self.written += len(self.parts)
+            self.parts, self.size = [], 0
+        return self.written
+
+
 def _write_state(
     writer: ChunkWriter,
     records: Iterable[_Record],
@@ -235,25 +263,14 @@ def _write_state(
     """Write the state chunks; the number of pairs (``expected``: about how many)."""
     restore = TreeRestore(header.height) if verify else None
     sha = hashlib.sha256
-    parts: list[bytes] = []
-    size = count = total = 0
+    chunks = _Chunks(writer, STATE, chunk_bytes)
     for record in records:
         # A record past its key hash is the pair as a chunk frames it.
-        part = record[32:]
-        parts.append(part)
-        size += len(part)
-        count += 1
+        if chunks.add(record[32:]) and progress is not None:
+            progress("writing", chunks.written, max(expected, chunks.written))
         if restore is not None:
             restore.add(record[:32], sha(_value_of(record)).digest())
-        if size >= chunk_bytes:
-            writer.add(STATE, b"".join(parts), count)
-            total += count
-            parts, size, count = [], 0, 0
-            if progress is not None:
-                progress("writing", total, max(expected, total))
-    if count:
-        writer.add(STATE, b"".join(parts), count)
-        total += count
+    total = chunks.flush()
     if restore is not None:
         _, root = restore.finish()
         if root != header.state_root:
@@ -269,43 +286,32 @@ def _write_state(
 
 def _write_headers(writer: ChunkWriter, storage: Storage, height: int, chunk_bytes: int) -> int:
     """Write headers 1 to ``height``; their number."""
-    parts: list[bytes] = []
-    size = written = 0
+    chunks = _Chunks(writer, HEADERS, chunk_bytes)
     expected = 1
-    for key, raw in storage.scan(HEADER_PREFIX):
-        at = _BE8.unpack(key[len(HEADER_PREFIX) :])[0]
-        if at > height:
-            break
-        if at != expected:
-            raise SnapshotError(f"the store has no header for block {expected}")
-        expected += 1
-        parts.append(frame(raw))
-        size += len(raw) + 4
-        if size >= chunk_bytes:
-            writer.add(HEADERS, b"".join(parts), len(parts))
-            written += len(parts)
-            parts, size = [], 0
-    if parts:
-        writer.add(HEADERS, b"".join(parts), len(parts))
-        written += len(parts)
-    if written != height:
+    headers = (
+        storage.scan_range(header_key(1), header_key(height + 1))
+        if (storage.capabilities.range_scan)
+        else storage.scan(HEADER_PREFIX)
+    )
+    try:
+        for key, raw in headers:
+            at = _BE8.unpack(key[len(HEADER_PREFIX) :])[0]
+            if at > height:
+                break
+            if at != expected:
+                break
+            expected += 1
+            chunks.add(frame(raw))
+    finally:
+        close_scan(headers)
+    if chunks.flush() != height:
         raise SnapshotError(f"the store has no header for block {expected}")
-    return written
+    return height
 
 
 def _write_owners(writer: ChunkWriter, storage: Storage, chunk_bytes: int) -> int:
     """Write the ownership records (as they are now); their number."""
-    parts: list[bytes] = []
-    size = written = 0
+    chunks = _Chunks(writer, OWNERS, chunk_bytes)
     for key, value in storage.scan(OWNER_PREFIX):
-        part = frame(key) + frame(value)
-        parts.append(part)
-        size += len(part)
-        if size >= chunk_bytes:
-            writer.add(OWNERS, b"".join(parts), len(parts))
-            written += len(parts)
-            parts, size = [], 0
-    if parts:
-        writer.add(OWNERS, b"".join(parts), len(parts))
-        written += len(parts)
-    return written
+        chunks.add(frame(key) + frame(value))
+    return chunks.flush()
