@@ -12,9 +12,9 @@ Four parts (``--only``, all by default):
    the chain stands at block 1). Each repetition (``--rounds``, 5) times, in
    a random order (the raw copy first or last):
    - *raw copy*: the source's state pairs scanned in key order through the
-     Storage API (``scan_range`` over ``layout.state_ranges()``, as the export
-     reads them; ``scan`` filtered by ``in_state_tree`` on a store without
-     range scans) and written to a fresh, empty target store in
+     Storage API as the export reads them (``layout.state_pairs``:
+     ``scan_range`` over ``state_ranges()``, or ``scan`` filtered by
+     ``in_state_tree`` on a store without range scans) and written to a fresh, empty target store in
      ``write_batch`` batches of ``--batch`` (10,000) pairs: no tree, no
      hashing, no file;
    - *export*: ``export_snapshot(source, file)`` with its defaults (4 MiB
@@ -85,7 +85,7 @@ import supervm
 from bench import synthetic
 from bench.harness import median_ci, say
 from supervm.chain import Block, Chain, workload
-from supervm.layout import in_state_tree, state_ranges
+from supervm.layout import state_pairs
 from supervm.snapshot import export_snapshot, import_snapshot
 from supervm.storage import Storage
 from supervm.sync import apply_blocks, export_blocks
@@ -144,15 +144,6 @@ def remove(path: Path) -> None:
     else:
         for p in path.parent.glob(path.name + "*"):  # sqlite's -wal and -shm too
             p.unlink()
-
-
-def state_pairs(storage: Storage) -> Iterator[tuple[bytes, bytes]]:
-    """The store's state pairs in key order, read as the export reads them."""
-    if storage.capabilities.range_scan:
-        for start, end in state_ranges():
-            yield from storage.scan_range(start, end)
-    else:
-        yield from (pair for pair in storage.scan(b"") if in_state_tree(pair[0]))
 
 
 def raw_copy(source: Storage, target: Storage, batch: int) -> int:

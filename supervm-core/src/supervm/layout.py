@@ -48,6 +48,7 @@ tree, block headers, block bodies and per-block history.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from supervm.errors import LayoutVersionError
 from supervm.storage import BatchOp, Storage
@@ -78,6 +79,7 @@ __all__ = [
     "header_key",
     "in_state_tree",
     "state_key",
+    "state_pairs",
     "state_ranges",
 ]
 
@@ -126,6 +128,15 @@ def state_ranges() -> list[tuple[bytes | None, bytes | None]]:
         start = prefix[:-1] + bytes((prefix[-1] + 1,))
     ranges.append((start, None))
     return ranges
+
+
+def state_pairs(storage: Storage) -> Iterator[tuple[bytes, bytes]]:
+    """The latest state pairs of ``storage`` (no chain records), in key order."""
+    if storage.capabilities.range_scan:
+        for start, end in state_ranges():
+            yield from storage.scan_range(start, end)
+    else:
+        yield from (pair for pair in storage.scan(b"") if in_state_tree(pair[0]))
 
 
 def block_key(height: int) -> bytes:

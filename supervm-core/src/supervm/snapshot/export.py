@@ -23,7 +23,7 @@ from supervm.chain import Chain
 from supervm.chain.header import BlockHeader
 from supervm.chain.incomplete import close_scan
 from supervm.chunkfile import ChunkWriter, frame
-from supervm.layout import HEADER_PREFIX, OWNER_PREFIX, header_key, in_state_tree, state_ranges
+from supervm.layout import HEADER_PREFIX, OWNER_PREFIX, header_key, state_pairs
 from supervm.snapshot.manifest import (
     FORMAT_VERSION,
     HEADERS,
@@ -99,7 +99,7 @@ def export_snapshot(
         with tempfile.TemporaryDirectory(prefix=".supervm-snapshot-", dir=workdir) as tmp:
             runs = _Runs(run_budget, Path(tmp))
             read = 0
-            for key, value in _state_pairs(storage):
+            for key, value in state_pairs(storage):
                 runs.add(hashlib.sha256(key).digest(), key, value)
                 read += 1
                 if progress is not None and not read & 0x3FFF:
@@ -122,15 +122,6 @@ def export_snapshot(
     finally:
         chain.close()
     return read_manifest(out)
-
-
-def _state_pairs(storage: Storage) -> Iterator[tuple[bytes, bytes]]:
-    """The latest state pairs (no chain records), in key order."""
-    if storage.capabilities.range_scan:
-        for start, end in state_ranges():
-            yield from storage.scan_range(start, end)
-    else:
-        yield from (pair for pair in storage.scan(b"") if in_state_tree(pair[0]))
 
 
 def _record(kh: bytes, key: bytes, value: bytes) -> _Record:
