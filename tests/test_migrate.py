@@ -289,6 +289,40 @@ def test_verify_copy_names_the_first_difference(tmp_path: Path) -> None:
             verify_copy(source, target)
 
 
+def test_verify_only_checks_a_finished_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy whose run was killed after its last batch is checked with --verify-only."""
+    import json
+
+    from supervm.cli import main
+
+    source_url, target_url = f"lmdb://{tmp_path}/source", f"sqlite:///{tmp_path}/copy.db"
+    source = supervm.open_storage(source_url)
+    extend(source, 3)
+    source.close()
+    assert main(["migrate", "--from", source_url, "--to", target_url, "--no-verify"]) == 0
+    capsys.readouterr()
+    # Run again: the target is not empty, and the error says how to check it instead.
+    assert main(["migrate", "--from", source_url, "--to", target_url]) == 1
+    assert "--verify-only" in capsys.readouterr().err
+    assert main(["migrate", "--from", source_url, "--to", target_url, "--verify-only",
+                 "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    source = supervm.open_storage(source_url)
+    try:
+        assert report["verified"] and report["verified_keys"] == len(pairs(source))
+        assert report["height"] == head_of(source).height == 3
+    finally:
+        source.close()
+    target = supervm.open_storage(target_url)
+    key, value = pairs(target)[3]
+    target.set(key, value + b"!")
+    target.close()
+    assert main(["migrate", "--from", source_url, "--to", target_url, "--verify-only"]) == 1
+    assert "has another value" in capsys.readouterr().err
+
+
 # -- kill -9 in the middle of a migration ---------------------------------------------
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "OPERATION",
     "MigrationError",
     "MigrationReport",
+    "check_copy",
     "migrate",
     "store_head",
     "verify_copy",
@@ -208,7 +209,8 @@ def migrate(
         if first is not None:
             raise MigrationError(
                 f"the target {target!r} is not empty (it holds key {_hex(first[0])}): a "
-                "migration copies into an empty store only"
+                "migration copies into an empty store only (a finished copy is checked "
+                "with check_copy, `supervm migrate --verify-only`)"
             )
     elif restart:
         target.write_batch([(INCOMPLETE_KEY, _record(name, head, None, 0, 0))])
@@ -278,17 +280,8 @@ def migrate(
     copy_head = store_head(target)
     verified_keys = 0
     if verify:
-        verified_keys = verify_copy(source, target)
+        verified_keys, _ = check_copy(source, target)
         _check_source(source, head)
-        if copy_head != head:
-            raise MigrationError(f"the copy's head {copy_head} is not the source's, {head}")
-        if head.height:
-            root = JellyfishTree(target).root_hash(head.height)
-            if root != head.state_root:
-                raise MigrationError(
-                    f"the copy's state tree at block {head.height} has root {root.hex()}, "
-                    f"not the header's {head.state_root.hex()}"
-                )
     return MigrationReport(
         keys=keys,
         bytes=size,
@@ -300,6 +293,28 @@ def migrate(
         verified=verify,
         verified_keys=verified_keys,
     )
+
+
+def check_copy(
+    source: Storage, target: Storage, *, progress: Progress | None = None
+) -> tuple[int, Head]:
+    """Check that ``target`` is a whole copy of ``source``: the same pairs
+    (:func:`verify_copy`), the same head and a state tree whose root at the head is
+    the header's. Returns the pairs compared and the head."""
+    if target.get(INCOMPLETE_KEY) is not None:
+        raise MigrationError("the target holds an unfinished import or migration: not a copy")
+    compared = verify_copy(source, target, progress=progress)
+    head, copy_head = store_head(source), store_head(target)
+    if copy_head != head:
+        raise MigrationError(f"the copy's head {copy_head} is not the source's, {head}")
+    if head.height:
+        root = JellyfishTree(target).root_hash(head.height)
+        if root != head.state_root:
+            raise MigrationError(
+                f"the copy's state tree at block {head.height} has root {root.hex()}, "
+                f"not the header's {head.state_root.hex()}"
+            )
+    return compared, head
 
 
 def verify_copy(source: Storage, target: Storage, *, progress: Progress | None = None) -> int:
