@@ -996,6 +996,8 @@ def _cmd_snapshot_import(args: argparse.Namespace) -> int:
                           **_rates(report.keys, raw, report.seconds)}))  # fmt: skip
         return 0
     resumed = f" (resumed after chunk {report.resumed_chunks})" if report.resumed else ""
+    if report.resumed_chunks == report.chunks:
+        resumed = " (it was imported already: nothing left to do)"
     _print_fields([("imported", f"{args.file} into {url}{resumed}"), *_manifest_rows(info),
                    ("head", f"height {report.head.height} (heights below are not kept)"),
                    ("rate", f"{_rate(report.keys, report.seconds, 'keys')}, "

@@ -120,12 +120,24 @@ def test_bulk_state_many_chunks(builder, tmp_path: Path) -> None:
 
 
 def test_refuses_non_empty_target(builder, tmp_path: Path) -> None:
-    path = _snapshot(builder, builder.token_chain(2), tmp_path)
+    source = builder.token_chain(2)
+    path = _snapshot(builder, source, tmp_path)
     target = builder.store()
     target.set(b"something", b"here")
     with pytest.raises(SnapshotError, match="not empty"):
         import_snapshot(path, target)
     assert list(target.scan(b"")) == [(b"something", b"here")]
+    # Importing the same snapshot twice: the second run finds it done and changes nothing.
+    done = builder.store()
+    import_snapshot(path, done)
+    before = list(done.scan(b""))
+    again = import_snapshot(path, done)
+    assert again.resumed_chunks == again.chunks and again.head == source.head()
+    assert list(done.scan(b"")) == before
+    # Once the imported chain has moved on, the snapshot is refused.
+    builder.extend(builder.chain(done), 1, seed=3)
+    with pytest.raises(SnapshotError, match="not empty"):
+        import_snapshot(path, done)
 
 
 def test_refuses_another_chain(builder, tmp_path: Path) -> None:

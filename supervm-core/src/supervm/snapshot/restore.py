@@ -22,7 +22,7 @@ from typing import Any, Final, cast
 
 from supervm.chain import Chain, Head
 from supervm.chain.header import ZERO_HASH, BlockFormatError, BlockHeader
-from supervm.chain.incomplete import empty_store, incomplete_record
+from supervm.chain.incomplete import close_scan, empty_store, incomplete_record
 from supervm.chunkfile import ChunkInfo, ChunkReader, CorruptFileError, unframe
 from supervm.layout import (
     HEIGHT_KEY,
@@ -128,6 +128,9 @@ def import_snapshot(
                 f"expected chain {expect_chain.hex()[:16]}..."
             )
         state = _starting_point(storage, manifest)
+        if state is None:
+            # A run that finished its last batch before it could say so: nothing is left.
+            return _report(storage, manifest, len(manifest.chunks), started)
         resumed = state.next_chunk
         # Every chunk's hash first: an altered or truncated file is refused before any write.
         reader.verify(
@@ -143,6 +146,12 @@ def import_snapshot(
             empty_store(storage)
             storage.delete(INCOMPLETE_KEY)
             raise
+    return _report(storage, manifest, resumed, started)
+
+
+def _report(
+    storage: Storage, manifest: SnapshotManifest, resumed: int, started: float
+) -> ImportReport:
     chain = Chain(storage, threads=1)
     try:
         head = chain.head()
@@ -154,16 +163,22 @@ def import_snapshot(
     )  # fmt: skip
 
 
-def _starting_point(storage: Storage, manifest: SnapshotManifest) -> _Progress:
-    """Where the import starts: at the beginning in an empty store, or where it stopped."""
+def _starting_point(storage: Storage, manifest: SnapshotManifest) -> _Progress | None:
+    """Where the import starts: at the beginning in an empty store, or where it stopped
+    (``None``: the store is this snapshot, imported and untouched since)."""
     record = incomplete_record(storage)
     if record is None:
-        for key, _ in storage.scan(b""):
-            raise SnapshotError(
-                f"the target store is not empty (it holds key {key[:24]!r}...): a snapshot is "
-                "imported into an empty store only"
-            )
-        return _Progress(tree=TreeRestore(manifest.height).state())
+        held = storage.scan(b"")
+        first = next(held, None)
+        close_scan(held)
+        if first is None:
+            return _Progress(tree=TreeRestore(manifest.height).state())
+        if _is_imported(storage, manifest):
+            return None
+        raise SnapshotError(
+            f"the target store is not empty (it holds key {first[0][:24]!r}...): a snapshot "
+            "is imported into an empty store only"
+        )
     if record.get("operation") != OPERATION:
         raise SnapshotError(
             f"the target store holds an unfinished {record.get('operation')}, not a snapshot "
@@ -176,6 +191,15 @@ def _starting_point(storage: Storage, manifest: SnapshotManifest) -> _Progress:
             f"{record.get('source')}): resume it with that file, or empty the store"
         )
     return _Progress.parse(record)
+
+
+def _is_imported(storage: Storage, manifest: SnapshotManifest) -> bool:
+    """Whether ``storage`` is what importing ``manifest``'s snapshot made, no block since."""
+    height = _BE8.pack(manifest.height)
+    if storage.get(HEIGHT_KEY) != height or storage.get(PRUNED_KEY) != height:
+        return False
+    raw = storage.get(header_key(manifest.height))
+    return raw is not None and BlockHeader.decode(raw).hash == manifest.block_hash
 
 
 def _import_chunks(
