@@ -131,7 +131,8 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 
 def url(backend: str, path: Path) -> str:
-    return f"{backend}://{path}"
+    """The URL of a store at the absolute ``path`` (SQLite's takes one more slash)."""
+    return f"sqlite:///{path}" if backend == "sqlite" else f"{backend}://{path}"
 
 
 def open_store(backend: str, path: Path) -> Storage:
