@@ -165,3 +165,16 @@ def test_export_bounds(builder, tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         export_blocks(source.storage, tmp_path / "x", from_height=-1)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_file_of_the_other_kind_is_refused(builder, tmp_path: Path) -> None:
+    source = builder.token_chain(3)
+    blocks, snap = tmp_path / "blocks", tmp_path / "s.snap"
+    export_blocks(source.storage, blocks, from_height=2)
+    export_snapshot(source.storage, snap)
+    target = builder.store()
+    with pytest.raises(CorruptFileError, match="snapshot file magic"):
+        import_snapshot(blocks, target)
+    with pytest.raises(CorruptFileError, match="block file magic"):
+        apply_blocks(snap, target)
+    assert list(target.scan(b"")) == []
