@@ -192,7 +192,7 @@ def _block_record(chain: Chain, height: int) -> tuple[bytes, int]:
 
 def read_block_manifest(path: str | os.PathLike[str]) -> BlockFileManifest:
     """The checked manifest of the block file at ``path``."""
-    with ChunkReader(path, MAGIC, "block file") as reader:
+    with ChunkReader(path, MAGIC, "block") as reader:
         return _manifest(reader)
 
 
@@ -282,7 +282,7 @@ def apply_blocks(
     """
     started = time.perf_counter()
     path = Path(path)
-    with ChunkReader(path, MAGIC, "block file") as reader:
+    with ChunkReader(path, MAGIC, "block") as reader:
         manifest = _manifest(reader)
         reader.verify()
         chain = Chain(storage, threads=threads)

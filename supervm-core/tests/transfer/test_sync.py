@@ -76,7 +76,7 @@ def test_gap_fork_and_other_chain_are_refused(builder, tmp_path: Path) -> None:
 
 
 def _rewrite(path: Path, out: Path, change) -> None:
-    with ChunkReader(path, MAGIC, "block file") as reader:
+    with ChunkReader(path, MAGIC, "block") as reader:
         body = {k: v for k, v in reader.manifest.items() if k != "chunks"}
         with ChunkWriter(out, MAGIC) as writer:
             for info, raw in reader.iter_chunks():
