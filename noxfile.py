@@ -18,7 +18,7 @@ import nox
 
 ROOT = Path(__file__).parent
 PYTHONS = ["3.11", "3.12", "3.13"]
-PACKAGES = ["core", "rocksdb", "leveldb", "lmdb", "sql", "postgres", "mariadb"]
+PACKAGES = ["core", "rocksdb", "leveldb", "lmdb", "sql", "postgres", "mariadb", "node"]
 #: Workspace distributions a package needs besides supervm-core (not on any index).
 WORKSPACE_DEPENDENCIES = {"postgres": ["sql"], "mariadb": ["sql"]}
 

@@ -1,5 +1,6 @@
-"""Install ``supervm[rocksdb]`` (``[mariadb]``, ``[postgres]``) from built wheels with plain
-pip, as a user would, and check that each extra brings its own driver and no other."""
+"""Install ``supervm[rocksdb]`` (``[mariadb]``, ``[postgres]``, ``[node]``) from built wheels
+with plain pip, as a user would, and check that each extra brings its own driver and no
+other (the node: PyNaCl and no storage back end)."""
 
 from __future__ import annotations
 
@@ -151,6 +152,43 @@ def test_pip_install_sqlite_extra_brings_sqlalchemy_only(wheelhouse: Path, tmp_p
     assert report["backends"] == ["memory", "sqlite"]
 
 
+NODE_CHECK = r"""
+import importlib.metadata, importlib.util, json, sys
+import supervm
+from supervm_node import KeyPair, verify
+
+key = KeyPair.generate()
+print(json.dumps({
+    "verified": verify(key.public_key, b"m", key.sign(b"m")),
+    "backends": sorted(supervm.available_backends()),
+    "present": sorted(m for m in DRIVERS if importlib.util.find_spec(m) is not None),
+    "dists": sorted(
+        d.metadata["Name"] for d in importlib.metadata.distributions()
+        if d.metadata["Name"].startswith("supervm")
+    ),
+    "nacl": importlib.metadata.version("pynacl"),
+}))
+""".replace("DRIVERS", repr(DRIVERS))
+
+
+def test_pip_install_node_extra_brings_the_node_and_pynacl_and_no_back_end(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    python = install(wheelhouse, tmp_path / "venv", "supervm[node]==0.1.0")
+    report = json.loads(run([python, "-c", NODE_CHECK]).stdout)
+    assert report["verified"] is True
+    assert report["dists"] == ["supervm", "supervm-core", "supervm-node"]
+    assert report["backends"] == ["memory"]
+    assert report["present"] == []
+    assert tuple(int(part) for part in report["nacl"].split(".")[:2]) >= (1, 5)
+    # The node's commands reach the installed console script through the entry point.
+    supervm = str(tmp_path / "venv" / "bin" / "supervm")
+    key_file = tmp_path / "node.key"
+    made = json.loads(run([supervm, "keys", "new", "--out", str(key_file), "--json"]).stdout)
+    shown = json.loads(run([supervm, "keys", "show", str(key_file), "--json"]).stdout)
+    assert shown == made and len(bytes.fromhex(made["address"])) == 20
+
+
 def test_wheels_carry_py_typed(wheelhouse: Path) -> None:
     import zipfile
 
@@ -162,6 +200,7 @@ def test_wheels_carry_py_typed(wheelhouse: Path) -> None:
         "supervm_sql",
         "supervm_postgres",
         "supervm_mariadb",
+        "supervm_node",
     ):
         (wheel,) = wheelhouse.glob(f"{dist}-0.1.0-*.whl")
         package = "supervm" if dist == "supervm_core" else dist

@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from supervm.errors import SuperVMError
 from supervm.registry import available_backends, load_backend, open_storage
 from supervm.url import parse_url
 
-__all__ = ["main"]
+__all__ = ["COMMANDS_ENTRY_POINT_GROUP", "PluginSubparsers", "build_parser", "main"]
 
 
 def _backend_rows() -> list[dict[str, str]]:
@@ -1425,7 +1426,68 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("source")
     build.add_argument("-o", "--output", help="output file (default: SOURCE with .wasm)")
     build.set_defaults(func=_cmd_build)
+    _add_plugin_commands(sub)
     return parser
+
+
+#: Entry points in this group add commands: each is a ``register(subparsers) -> None``.
+COMMANDS_ENTRY_POINT_GROUP = "supervm.commands"
+
+
+class PluginSubparsers:
+    """What a command plugin's ``register`` is given: ``add_parser`` as on argparse's
+    subparsers, refusing a name (or alias) that is already a command."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """Add the command ``name``; its parser should ``set_defaults(func=...)``, a
+        function of the parsed arguments returning the exit status."""
+        for taken in (name, *kwargs.get("aliases", ())):
+            if taken in self._sub._name_parser_map:
+                raise _CommandClash(taken)
+        return self._sub.add_parser(name, **kwargs)
+
+
+class _CommandClash(Exception):
+    """A plugin asked for a command name that exists."""
+
+
+def _command_entry_points() -> list[EntryPoint]:
+    found: dict[tuple[str, str], EntryPoint] = {}
+    for ep in entry_points(group=COMMANDS_ENTRY_POINT_GROUP):
+        found.setdefault((ep.name, ep.value), ep)  # a distribution on the path twice
+    return list(found.values())
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let each ``supervm.commands`` entry point add its commands after the core's.
+
+    A plugin that fails to load or register, or asks for a name already taken, adds
+    nothing and gets a one-line warning on stderr; every other command still works.
+    """
+    for ep in _command_entry_points():
+        dist = ep.dist
+        label = f"{ep.name!r}" + (f" ({dist.name})" if dist is not None else "")
+        # Restored on failure, so a plugin adds all of its commands or none (argparse has
+        # no public way to remove a command).
+        parsers = dict(sub._name_parser_map)
+        helps = list(sub._choices_actions)
+        try:
+            register = ep.load()
+            register(PluginSubparsers(sub))
+        except _CommandClash as clash:
+            problem = f"wants the command name {clash.args[0]!r}, which is taken; refused"
+        except Exception as exc:
+            reason = " ".join(str(exc).split()) or "no message"
+            problem = f"failed to load ({type(exc).__name__}: {reason}); its commands are off"
+        else:
+            continue
+        sub._name_parser_map.clear()
+        sub._name_parser_map.update(parsers)
+        sub._choices_actions[:] = helps
+        print(f"supervm: warning: command plugin {label} {problem}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
