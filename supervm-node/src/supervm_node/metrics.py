@@ -1,0 +1,307 @@
+"""Prometheus metrics for storage operations: :class:`StorageMetrics`, :class:`InstrumentedStorage`.
+
+``InstrumentedStorage(store, metrics, backend)`` wraps any SuperVM store and
+records, per ``backend`` label, how many operations completed, how long they
+took, how many failed and how many bytes of keys and values were read and
+written. Everything else is the wrapped store's own behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from time import perf_counter
+from typing import TYPE_CHECKING, Final, Self
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from supervm.errors import UnsupportedOperationError
+from supervm.storage import Batch, BatchOp, Capabilities, Snapshot, Storage
+
+if TYPE_CHECKING:
+    from supervm.url import StorageURL
+
+__all__ = ["BUCKETS", "OPERATIONS", "InstrumentedStorage", "StorageMetrics"]
+
+#: The operations recorded, the values of the ``operation`` label.
+OPERATIONS: Final = ("get", "set", "delete", "scan", "scan_range", "write_batch", "snapshot")
+
+#: Histogram buckets in seconds: 1, 2.5, 5 steps per decade from 1 µs to 1 s.
+BUCKETS: Final = (
+    *(round(step * 10.0**exponent, 9) for exponent in range(-6, 0) for step in (1, 2.5, 5)),
+    1.0,
+)
+
+
+class StorageMetrics:
+    """The storage metrics, registered in ``registry`` (the default registry if ``None``).
+
+    * ``supervm_storage_operations_total{backend, operation}``: completed operations;
+    * ``supervm_storage_operation_seconds{backend, operation}``: their durations;
+    * ``supervm_storage_errors_total{backend, operation}``: operations that raised;
+    * ``supervm_storage_read_bytes_total{backend}``: key and value bytes read;
+    * ``supervm_storage_written_bytes_total{backend}``: key and value bytes written;
+    * ``supervm_storage_batch_operations_total{backend}``: operations in batches written.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = REGISTRY if registry is None else registry
+        self.registry: Final = registry
+        labels = ("backend", "operation")
+        self.operations: Final = Counter(
+            "supervm_storage_operations",
+            "Storage operations completed",
+            labels,
+            registry=registry,
+        )
+        self.seconds: Final = Histogram(
+            "supervm_storage_operation_seconds",
+            "Duration of completed storage operations",
+            labels,
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.errors: Final = Counter(
+            "supervm_storage_errors",
+            "Storage operations that raised",
+            labels,
+            registry=registry,
+        )
+        self.read_bytes: Final = Counter(
+            "supervm_storage_read_bytes",
+            "Bytes of keys and values read from storage",
+            ("backend",),
+            registry=registry,
+        )
+        self.written_bytes: Final = Counter(
+            "supervm_storage_written_bytes",
+            "Bytes of keys and values written to storage",
+            ("backend",),
+            registry=registry,
+        )
+        self.batch_operations: Final = Counter(
+            "supervm_storage_batch_operations",
+            "Operations in batches written to storage",
+            ("backend",),
+            registry=registry,
+        )
+
+
+class _Op:
+    """One operation's label children, bound once: recording costs no label lookups."""
+
+    __slots__ = ("count", "errors", "observe")
+
+    def __init__(self, metrics: StorageMetrics, backend: str, operation: str) -> None:
+        self.count: Final = metrics.operations.labels(backend, operation).inc
+        self.observe: Final = metrics.seconds.labels(backend, operation).observe
+        self.errors: Final = metrics.errors.labels(backend, operation).inc
+
+    def done(self, start: float) -> None:
+        """Record a completed operation that started at ``start`` (``perf_counter``)."""
+        self.observe(perf_counter() - start)
+        self.count()
+
+
+def _op_bytes(ops: Iterable[BatchOp]) -> int:
+    return sum(len(key) + (0 if value is None else len(value)) for key, value in ops)
+
+
+class InstrumentedStorage(Storage):
+    """``inner`` with its operations recorded in ``metrics`` under the label ``backend``.
+
+    Completed operations are counted and timed; an operation that raises is
+    counted as an error and its exception re-raised unchanged. Reads count the
+    key and value of every pair found (a ``get`` miss reads nothing); writes
+    count keys and values (a delete: its key). A scan is counted and timed
+    when it is created, its bytes as its pairs are yielded. A batch's commit
+    counts as one ``write_batch`` of its operations. ``scan_range`` is
+    recorded only when the inner store declares range scans; snapshots are
+    counted when taken and are the inner store's own. Capabilities,
+    ``closed`` and ``close`` are the inner store's.
+    """
+
+    def __init__(self, inner: Storage, metrics: StorageMetrics, backend: str) -> None:
+        self.inner: Final = inner
+        self.metrics: Final = metrics
+        self.backend: Final = backend
+        self._get: Final = inner.get
+        self._set: Final = inner.set
+        self._delete: Final = inner.delete
+        self._range: Final = inner.capabilities.range_scan
+        self._ops: Final = {name: _Op(metrics, backend, name) for name in OPERATIONS}
+        self._read: Final = metrics.read_bytes.labels(backend).inc
+        self._written: Final = metrics.written_bytes.labels(backend).inc
+        self._batched: Final = metrics.batch_operations.labels(backend).inc
+        # The hot paths' recorders, as attributes of their own: one lookup each.
+        got, put, removed = self._ops["get"], self._ops["set"], self._ops["delete"]
+        self._get_count, self._get_observe, self._get_errors = got.count, got.observe, got.errors
+        self._set_count, self._set_observe, self._set_errors = put.count, put.observe, put.errors
+        self._delete_count, self._delete_observe = removed.count, removed.observe
+        self._delete_errors = removed.errors
+
+    @classmethod
+    def from_url(cls, url: StorageURL) -> Self:
+        """Refused: an instrumented store wraps an open store (see the constructor)."""
+        raise UnsupportedOperationError(f"{cls.__name__} wraps an open store; it has no URL")
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        """The inner store's capabilities."""
+        return self.inner.capabilities
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def get(self, key: bytes) -> bytes | None:
+        start = perf_counter()
+        try:
+            value = self._get(key)
+        except Exception:
+            self._get_errors()
+            raise
+        self._get_observe(perf_counter() - start)
+        self._get_count()
+        if value is not None:
+            self._read(len(key) + len(value))
+        return value
+
+    def set(self, key: bytes, value: bytes) -> None:
+        start = perf_counter()
+        try:
+            self._set(key, value)
+        except Exception:
+            self._set_errors()
+            raise
+        self._set_observe(perf_counter() - start)
+        self._set_count()
+        self._written(len(key) + len(value))
+
+    def delete(self, key: bytes) -> None:
+        start = perf_counter()
+        try:
+            self._delete(key)
+        except Exception:
+            self._delete_errors()
+            raise
+        self._delete_observe(perf_counter() - start)
+        self._delete_count()
+        self._written(len(key))
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        op = self._ops["scan"]
+        start = perf_counter()
+        try:
+            pairs = self.inner.scan(prefix)
+        except Exception:
+            op.errors()
+            raise
+        op.done(start)
+        return self._reading(pairs, op)
+
+    def scan_range(
+        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if not self._range:
+            return self.inner.scan_range(start, end, reverse=reverse)
+        op = self._ops["scan_range"]
+        began = perf_counter()
+        try:
+            pairs = self.inner.scan_range(start, end, reverse=reverse)
+        except Exception:
+            op.errors()
+            raise
+        op.done(began)
+        return self._reading(pairs, op)
+
+    def _reading(
+        self, pairs: Iterator[tuple[bytes, bytes]], op: _Op
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """``pairs``, counting their bytes as read; errors while iterating count for ``op``."""
+        read = self._read
+        try:
+            for pair in pairs:
+                key, value = pair
+                read(len(key) + len(value))
+                yield pair
+        except Exception:
+            op.errors()
+            raise
+        finally:
+            close = getattr(pairs, "close", None)
+            if close is not None:
+                close()
+
+    def write_batch(self, ops: Iterable[BatchOp]) -> None:
+        listed = ops if type(ops) is list else list(ops)
+        op = self._ops["write_batch"]
+        start = perf_counter()
+        try:
+            self.inner.write_batch(listed)
+        except Exception:
+            op.errors()
+            raise
+        op.done(start)
+        self._batched(len(listed))
+        self._written(_op_bytes(listed))
+
+    def batch(self) -> Batch:
+        return _InstrumentedBatch(self, self.inner.batch())
+
+    def snapshot(self) -> Snapshot:
+        op = self._ops["snapshot"]
+        start = perf_counter()
+        try:
+            view = self.inner.snapshot()
+        except Exception:
+            op.errors()
+            raise
+        op.done(start)
+        return view
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.backend!r} of {self.inner!r}>"
+
+
+class _InstrumentedBatch(Batch):
+    """A batch of the inner store whose commit is recorded as a ``write_batch``."""
+
+    __slots__ = ("_bytes", "_inner", "_storage")
+
+    def __init__(self, storage: InstrumentedStorage, inner: Batch) -> None:
+        self._storage = storage
+        self._inner = inner
+        self._bytes = 0
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._inner.set(key, value)
+        self._bytes += len(key) + len(value)
+
+    def delete(self, key: bytes) -> None:
+        self._inner.delete(key)
+        self._bytes += len(key)
+
+    def commit(self) -> None:
+        storage = self._storage
+        op = storage._ops["write_batch"]
+        queued = len(self._inner)
+        start = perf_counter()
+        try:
+            self._inner.commit()
+        except Exception:
+            op.errors()
+            raise
+        op.done(start)
+        storage._batched(queued)
+        storage._written(self._bytes)
+        self._bytes = 0
+
+    def discard(self) -> None:
+        self._inner.discard()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._inner)
