@@ -52,8 +52,9 @@ def tests(session: nox.Session, package: str) -> None:
             "plyvel has no wheel for Python 3.13 and builds from source: "
             "install Debian's libleveldb-dev first (apt-get install libleveldb-dev)"
         )
-    # The core's own tests use RocksDB as their persistent store, and zig to build contracts.
-    _install_workspace(session, package, *(["rocksdb"] if package == "core" else []))
+    # The core's and the node's own tests use RocksDB as their persistent store; the
+    # core's also zig, to build contracts.
+    _install_workspace(session, package, *(["rocksdb"] if package in ("core", "node") else []))
     if package == "core":
         session.install("ziglang==0.17.1")
     session.run("pytest", f"supervm-{package}/tests", "-q", *session.posargs)
