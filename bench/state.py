@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import hashlib
 import json
 import pstats
@@ -89,14 +88,14 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import supervm
-from bench.harness import Cycle, Pair, Session, Side, add_arguments, format_time, say
+from bench.harness import Cycle, Pair, Session, Side, add_arguments, format_time, no_gc, say
 from supervm.chain import Block, Chain, PrunedHeightError, workload
 from supervm.chain.block import Execution, encode_transactions, transactions_root
 from supervm.layout import (
@@ -123,19 +122,6 @@ _BE8 = struct.Struct(">Q")
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@contextmanager
-def no_gc() -> Iterator[None]:
-    """A collection, then the collector off (as the harness times repetitions)."""
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def seconds(fn: Callable[[], object]) -> float:

@@ -76,14 +76,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import supervm
 from bench import synthetic
-from bench.harness import median_ci, say
+from bench.harness import median_ci, no_gc, say
 from supervm.chain import Block, Chain, workload
 from supervm.layout import state_pairs
 from supervm.snapshot import export_snapshot, import_snapshot
@@ -95,18 +95,6 @@ TARGET = 0.5
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@contextmanager
-def no_gc() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
