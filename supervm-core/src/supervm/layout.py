@@ -11,6 +11,11 @@ key                         value
 ``meta/header/`` + height   the block header at that height (:mod:`supervm.chain.header`)
 ``meta/block/`` + height    the block's transactions (its body)
 ``meta/hash/`` + block hash the height of the block with that hash (8 bytes)
+``meta/receipts/`` + height the block's receipts (status, return data, gas, error,
+                            events; :func:`supervm.chain.block.encode_receipts`)
+``meta/tx/`` + tx hash      where a committed transaction is: height (8 bytes) and
+                            index in its block (4 bytes)
+``meta/chain_id``           the chain id a node runs this store with (8 bytes)
 ``meta/layout``             this layout's version (4 bytes, big-endian)
 ``meta/pruned``             the lowest height whose state is kept (absent: 0)
 ``meta/keep_blocks``        how many recent blocks' history to keep (absent: all)
@@ -55,6 +60,7 @@ from supervm.storage import BatchOp, Storage
 
 __all__ = [
     "BLOCK_PREFIX",
+    "CHAIN_ID_KEY",
     "CHANGE_PREFIX",
     "CODE_PREFIX",
     "CONTRACT_PREFIX",
@@ -69,18 +75,22 @@ __all__ = [
     "MARKER",
     "OWNER_PREFIX",
     "PRUNED_KEY",
+    "RECEIPTS_PREFIX",
     "STATE_PREFIX",
     "TREE_NODE_PREFIX",
     "TREE_ROOT_PREFIX",
     "TREE_STALE_PREFIX",
+    "TX_PREFIX",
     "block_key",
     "check_layout",
     "hash_key",
     "header_key",
     "in_state_tree",
+    "receipts_key",
     "state_key",
     "state_pairs",
     "state_ranges",
+    "tx_key",
 ]
 
 #: Version of the layout this SuperVM reads and writes.
@@ -95,6 +105,9 @@ HEADER_PREFIX = b"meta/header/"
 BLOCK_PREFIX = b"meta/block/"
 HASH_PREFIX = b"meta/hash/"
 LAYOUT_KEY = b"meta/layout"
+RECEIPTS_PREFIX = b"meta/receipts/"
+TX_PREFIX = b"meta/tx/"
+CHAIN_ID_KEY = b"meta/chain_id"
 TREE_NODE_PREFIX = b"t/n/"
 TREE_ROOT_PREFIX = b"t/r/"
 TREE_STALE_PREFIX = b"t/s/"
@@ -142,6 +155,16 @@ def state_pairs(storage: Storage) -> Iterator[tuple[bytes, bytes]]:
 def block_key(height: int) -> bytes:
     """The storage key of the body (transactions) of the block at ``height``."""
     return BLOCK_PREFIX + struct.pack(">Q", height)
+
+
+def receipts_key(height: int) -> bytes:
+    """The storage key of the receipts of the block at ``height``."""
+    return RECEIPTS_PREFIX + struct.pack(">Q", height)
+
+
+def tx_key(tx_hash: bytes) -> bytes:
+    """The storage key of where the committed transaction ``tx_hash`` is."""
+    return TX_PREFIX + tx_hash
 
 
 def header_key(height: int) -> bytes:

@@ -20,12 +20,21 @@ from supervm.chain import (
 )
 from supervm.chain.block import (
     decode_transactions,
+    encode_receipts,
     encode_transactions,
     receipts_root,
     transactions_root,
 )
 from supervm.chain.header import ZERO_HASH, BlockFormatError
-from supervm.layout import HEIGHT_KEY, block_key, hash_key, header_key, in_state_tree
+from supervm.layout import (
+    HEIGHT_KEY,
+    block_key,
+    hash_key,
+    header_key,
+    in_state_tree,
+    receipts_key,
+    tx_key,
+)
 from supervm.memory import MemoryStorage
 from supervm.storage import Storage
 from supervm.tree import PLACEHOLDER
@@ -229,6 +238,9 @@ def test_commit_writes_exactly_the_write_set_and_metadata(chains: Chains, store:
     expected[header_key(height)] = result.header.encode()
     expected[block_key(height)] = encode_transactions(result.transactions)
     expected[hash_key(result.block_hash)] = struct.pack(">Q", height)
+    expected[receipts_key(height)] = encode_receipts(result.receipts)
+    for index, tx in enumerate(result.transactions):
+        expected[tx_key(tx.hash)] = struct.pack(">QI", height, index)
     assert contents(store) == expected
     assert result.state_root == root_of(tree_state(store))
 

@@ -16,7 +16,6 @@ there for people and tools to read, and :func:`load_key` checks both against the
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import stat
@@ -26,6 +25,13 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from supervm.chain.accounts import (
+    ADDRESS_DOMAIN,
+    ADDRESS_SIZE,
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    address_of,
+)
 from supervm.errors import SuperVMError
 
 __all__ = [
@@ -44,11 +50,7 @@ __all__ = [
     "verify",
 ]
 
-ADDRESS_DOMAIN = b"supervm/address/v1"
-ADDRESS_SIZE = 20
 SEED_SIZE = 32
-PUBLIC_KEY_SIZE = 32
-SIGNATURE_SIZE = 64
 KEY_FILE_FORMAT = 1
 KEY_FILE_KIND = "supervm-ed25519-key"
 #: A key file is about 250 bytes; anything much larger is not one.
@@ -66,13 +68,6 @@ def _check_bytes(value: object, size: int, what: str) -> bytes:
     if len(data) != size:
         raise ValueError(f"{what} must be {size} bytes, not {len(data)}")
     return data
-
-
-def address_of(public_key: bytes) -> bytes:
-    """The 20-byte address of an ed25519 public key:
-    ``SHA-256(b"supervm/address/v1" + public_key)[:20]``."""
-    key = _check_bytes(public_key, PUBLIC_KEY_SIZE, "public key")
-    return hashlib.sha256(ADDRESS_DOMAIN + key).digest()[:ADDRESS_SIZE]
 
 
 class KeyPair:

@@ -13,7 +13,9 @@ from supervm.chain.block import (
     BlockResult,
     ExecutionStats,
     Transaction,
+    decode_receipts,
     decode_transactions,
+    encode_receipts,
     encode_transactions,
     transactions_root,
 )
@@ -34,15 +36,18 @@ from supervm.layout import (
     hash_key,
     header_key,
     in_state_tree,
+    receipts_key,
     state_key,
+    tx_key,
 )
-from supervm.state import BatchOp, StateView, WriteSet
+from supervm.state import BatchOp, OverlayView, StateView, WriteSet
 from supervm.storage import Storage
 from supervm.tree import PLACEHOLDER, JellyfishTree, Proof
 from supervm.vm.engine import code_hash
 from supervm.vm.runtime import (
     DEPLOY_ADDRESS,
     DEPLOY_METHOD,
+    Receipt,
     Runtime,
     contract_address,
     deploy_input,
@@ -192,6 +197,28 @@ class Chain:
             ) from None
         return Block(height, header.timestamp, txs)
 
+    def receipts(self, height: int) -> tuple[Receipt, ...] | None:
+        """The receipts of the committed block at ``height`` (without read and write sets).
+
+        ``None`` when the store holds none for it: no such block, or a block
+        imported from a write set (:meth:`import_block`), which carries none.
+        """
+        raw = self.storage.get(receipts_key(_height(height)))
+        if raw is None:
+            return None
+        try:
+            return decode_receipts(raw)
+        except BlockFormatError as exc:
+            raise ChainError(f"the receipts stored for block {height} are corrupt: {exc}") from None
+
+    def find_transaction(self, tx_hash: bytes) -> tuple[int, int] | None:
+        """The height and index in its block of the committed transaction ``tx_hash``."""
+        raw = self.storage.get(tx_key(tx_hash))
+        if raw is None:
+            return None
+        height, index = struct.unpack(">QI", raw)
+        return int(height), int(index)
+
     def identity(self) -> bytes:
         """The chain's identity: the hash of its first block (zeros before any block)."""
         first = self.header(1)
@@ -230,16 +257,39 @@ class Chain:
         return receipt.return_data
 
     def execute(
-        self, block: Block, *, mode: str = "parallel", progress: Progress | None = None
+        self,
+        block: Block,
+        *,
+        mode: str = "parallel",
+        progress: Progress | None = None,
+        parent: BlockResult | None = None,
     ) -> BlockResult:
-        """Execute ``block`` on top of the head and compute its header; nothing is written."""
+        """Execute ``block`` on top of the head and compute its header; nothing is written.
+
+        ``parent``: an executed block not committed yet, which extends the head;
+        ``block`` then runs on the state after it (so a pipeline can execute a
+        block while its parent commits). When ``parent`` has been committed
+        meanwhile, the result is the same.
+        """
         head = self.head()
+        base: StateView = self.storage
+        tree = self.tree
+        if parent is not None and parent.block_hash != head.block_hash:
+            if parent.height != head.height + 1 or parent.parent_hash != head.block_hash:
+                raise ChainError(
+                    f"the parent given, block {parent.height}, does not extend head {head.height}"
+                )
+            pending: dict[bytes, bytes | None] = dict(parent.write_set)
+            pending.update(parent.tree.writes)
+            base = OverlayView(self.storage, pending)
+            tree = self.tree.over(base)
+            head = Head(parent.height, parent.block_hash, parent.state_root)
         if block.height != head.height + 1:
             raise ChainError(f"block {block.height} does not follow head {head.height}")
-        run = self.executor.execute(block, self.storage, mode=mode, progress=progress)
+        run = self.executor.execute(block, base, mode=mode, progress=progress)
         changes = [(key, value) for key, value in run.write_set if in_state_tree(key)]
         # The write set is sorted, its keys unique: the tree need not check it again.
-        tree = self.tree.update(
+        tree_update = tree.update(
             block.height, changes, base_version=head.height if head.height else None,
             checked=True,
         )  # fmt: skip
@@ -248,10 +298,12 @@ class Chain:
             parent_hash=head.block_hash,
             timestamp=block.timestamp,
             transactions_root=transactions_root(block.transactions),
-            state_root=tree.root_hash,
+            state_root=tree_update.root_hash,
             receipts_root=run.receipts_root,
         )
-        return BlockResult(header, run.receipts, run.write_set, tree, block.transactions, run.stats)
+        return BlockResult(
+            header, run.receipts, run.write_set, tree_update, block.transactions, run.stats
+        )
 
     def commit(self, result: BlockResult) -> None:
         """Write ``result`` in one atomic batch; it must extend the current head."""
@@ -269,6 +321,12 @@ class Chain:
         ops += result.tree.writes
         ops.append((header_key(header.height), header.encode()))
         ops.append((block_key(header.height), encode_transactions(result.transactions)))
+        if result.receipts:
+            ops.append((receipts_key(header.height), encode_receipts(result.receipts)))
+        ops += [
+            (tx_key(tx.hash), struct.pack(">QI", header.height, index))
+            for index, tx in enumerate(result.transactions)
+        ]
         ops.append((hash_key(header.hash), struct.pack(">Q", header.height)))
         ops.append((HEIGHT_KEY, struct.pack(">Q", header.height)))
         with self._write_lock:
@@ -388,7 +446,9 @@ class Chain:
             if header is not None:
                 ops.append((hash_key(header.hash), None))
             ops.append((header_key(undone), None))
+            ops += [(tx_key(tx.hash), None) for tx in self._body(undone)]
             ops.append((block_key(undone), None))
+            ops.append((receipts_key(undone), None))
         if not ops:
             return RevertReport(head.height, height, 0, 0)
         if height:
@@ -400,6 +460,18 @@ class Chain:
         # Contracts deployed by the unwound blocks are gone.
         self.runtime.forget_contracts()
         return RevertReport(head.height, height, restored, len(ops))
+
+    def _body(self, height: int) -> tuple[Transaction, ...]:
+        """The transactions stored for block ``height`` (none if its body is not kept)."""
+        raw = self.storage.get(block_key(height))
+        if raw is None:
+            return ()
+        try:
+            return decode_transactions(raw)
+        except BlockFormatError as exc:
+            raise ChainError(
+                f"the transactions stored for block {height} are corrupt: {exc}"
+            ) from None
 
     @property
     def keep_blocks(self) -> int | None:

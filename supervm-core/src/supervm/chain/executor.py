@@ -13,14 +13,16 @@ order on one thread and is never validated.
 
 from __future__ import annotations
 
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from supervm.chain.accounts import nonce_key
 from supervm.chain.block import Block, Execution, ExecutionStats, Transaction, receipts_root
 from supervm.chain.mvmemory import MVMemory
 from supervm.chain.parallel import Outcome, ParallelRun, Progress, RunTx, owned_lanes
 from supervm.state import BatchOp, OverlayView, StateView
-from supervm.vm.runtime import Receipt, Runtime
+from supervm.vm.runtime import Receipt, Runtime, Status
 
 __all__ = ["BlockExecutor", "Progress", "run_sequential"]
 
@@ -76,11 +78,35 @@ class BlockExecutor:
         return self._pool
 
     def _run(self, tx: Transaction, block: Block, view: StateView) -> Receipt:
+        if tx.nonce is not None:
+            return self._run_signed(tx, block, view)
         return self.runtime.run(
             tx.contract, tx.method, tx.input, sender=tx.sender, gas_limit=tx.gas_limit,
             block_height=block.height, block_timestamp=block.timestamp, view=view,
             owned_only=tx.owned,
         )  # fmt: skip
+
+    def _run_signed(self, tx: Transaction, block: Block, view: StateView) -> Receipt:
+        """Check the sender's nonce, run the call, advance the nonce (even if the call failed)."""
+        key = nonce_key(tx.sender)
+        raw = view.get(key)
+        expected = 0 if raw is None else struct.unpack(">Q", raw)[0]
+        if tx.nonce != expected:
+            return Receipt(
+                Status.REJECTED,
+                error=f"nonce {tx.nonce} is not the sender's next nonce, {expected}",
+                read_set=(key,),
+            )
+        receipt = self.runtime.run(
+            tx.contract, tx.method, tx.input, sender=tx.sender, gas_limit=tx.gas_limit,
+            block_height=block.height, block_timestamp=block.timestamp, view=view,
+            owned_only=tx.owned,
+        )  # fmt: skip
+        bump = (key, struct.pack(">Q", expected + 1))
+        return receipt._replace(
+            read_set=tuple(sorted({*receipt.read_set, key})),
+            write_set=tuple(sorted((*receipt.write_set, bump))),
+        )
 
     def execute(
         self,

@@ -257,6 +257,13 @@ class JellyfishTree:
         self._cache: dict[bytes, InternalNode] = {}
         self._cache_size = cache_size
 
+    def over(self, view: StateView) -> JellyfishTree:
+        """This tree read through ``view`` instead (e.g. uncommitted nodes over the store),
+        sharing its node cache (nodes are cached by key and hash, so the cache holds)."""
+        tree = JellyfishTree(view, cache_size=self._cache_size)
+        tree._cache = self._cache
+        return tree
+
     # -- reading --------------------------------------------------------------------------
 
     def _load(self, nk: bytes, is_leaf: bool | None = None, expected: bytes = b"") -> Node:
