@@ -12,15 +12,23 @@ from collections.abc import Iterable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, Self
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from supervm.chain import BlockResult
 from supervm.errors import UnsupportedOperationError
 from supervm.storage import Batch, BatchOp, Capabilities, Snapshot, Storage
 
 if TYPE_CHECKING:
     from supervm.url import StorageURL
 
-__all__ = ["BUCKETS", "OPERATIONS", "InstrumentedStorage", "StorageMetrics"]
+__all__ = [
+    "BUCKETS",
+    "OPERATIONS",
+    "STAGE_BUCKETS",
+    "InstrumentedStorage",
+    "NodeMetrics",
+    "StorageMetrics",
+]
 
 #: The operations recorded, the values of the ``operation`` label.
 OPERATIONS: Final = ("get", "set", "delete", "scan", "scan_range", "write_batch", "snapshot")
@@ -305,3 +313,84 @@ class _InstrumentedBatch(Batch):
 
     def __len__(self) -> int:
         return len(self._inner)
+
+
+#: Buckets in seconds for pipeline stages and block intervals: 100 µs to 10 s.
+STAGE_BUCKETS: Final = (
+    *(round(step * 10.0**exponent, 9) for exponent in range(-4, 1) for step in (1, 2.5, 5)),
+    10.0,
+)
+
+
+class NodeMetrics:
+    """The node's metrics, registered in ``registry``.
+
+    * ``supervm_head_height``; ``supervm_blocks_total``; ``supervm_transactions_total``;
+    * ``supervm_executions_total``, ``supervm_reexecutions_total``, ``supervm_aborts_total``,
+      ``supervm_gas_used_total``: what the executor did;
+    * ``supervm_pipeline_stage_seconds{stage}``: signatures, execute (with the state
+      root), commit, per block; ``supervm_block_interval_seconds``;
+      ``supervm_block_transactions``;
+    * ``supervm_mempool_transactions``, ``supervm_mempool_bytes``;
+      ``supervm_transactions_admitted_total``, ``supervm_transactions_refused_total{reason}``.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry: Final = registry
+        self.head: Final = Gauge("supervm_head_height", "Height of the head", registry=registry)
+        self.blocks: Final = Counter("supervm_blocks", "Blocks committed", registry=registry)
+        self.transactions: Final = Counter(
+            "supervm_transactions", "Transactions committed in blocks", registry=registry
+        )
+        self.executions: Final = Counter(
+            "supervm_executions", "Transaction executions (re-executions included)",
+            registry=registry,
+        )  # fmt: skip
+        self.reexecutions: Final = Counter(
+            "supervm_reexecutions", "Executions beyond one per transaction", registry=registry
+        )
+        self.aborts: Final = Counter(
+            "supervm_aborts", "Parallel executions aborted by a conflict", registry=registry
+        )
+        self.gas: Final = Counter("supervm_gas_used", "Gas used by transactions", registry=registry)
+        self.stage_seconds: Final = Histogram(
+            "supervm_pipeline_stage_seconds", "Time a block spent in each pipeline stage",
+            ("stage",), buckets=STAGE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.block_interval: Final = Histogram(
+            "supervm_block_interval_seconds", "Time between consecutive block commits",
+            buckets=STAGE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.block_size: Final = Histogram(
+            "supervm_block_transactions", "Transactions per block",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=registry,
+        )  # fmt: skip
+        self.mempool_count: Final = Gauge(
+            "supervm_mempool_transactions", "Transactions in the mempool", registry=registry
+        )
+        self.mempool_bytes: Final = Gauge(
+            "supervm_mempool_bytes", "Bytes of transactions in the mempool", registry=registry
+        )
+        self.admitted: Final = Counter(
+            "supervm_transactions_admitted", "Transactions taken into the mempool",
+            registry=registry,
+        )  # fmt: skip
+        self.refused: Final = Counter(
+            "supervm_transactions_refused", "Transactions refused, by reason", ("reason",),
+            registry=registry,
+        )  # fmt: skip
+
+    def observe_block(self, result: BlockResult, seconds: dict[str, float]) -> None:
+        """Record a committed block and the time its stages took."""
+        count = len(result.transactions)
+        stats = result.stats
+        self.head.set(result.height)
+        self.blocks.inc()
+        self.transactions.inc(count)
+        self.block_size.observe(count)
+        self.executions.inc(stats.executions)
+        self.reexecutions.inc(max(0, stats.executions - count))
+        self.aborts.inc(stats.aborts)
+        self.gas.inc(sum(receipt.gas_used for receipt in result.receipts))
+        for stage, spent in seconds.items():
+            self.stage_seconds.labels(stage).observe(spent)
