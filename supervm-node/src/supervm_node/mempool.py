@@ -136,8 +136,8 @@ class Mempool:
                     f"{base}, and at most {window} ahead are held",
                     expected=base,
                 )
-            queue = self._queues.setdefault(sender, {})
-            if nonce in queue:
+            queue = self._queues.get(sender)
+            if queue is not None and nonce in queue:
                 raise TransactionRefused(
                     Refusal.DUPLICATE,
                     f"sender {sender.hex()} already has a pending transaction with nonce "
@@ -153,7 +153,8 @@ class Mempool:
                     Refusal.MEMPOOL_FULL,
                     f"the mempool is full: {self._bytes} of {self.limits.max_bytes} bytes used",
                 )
-            queue[nonce] = tx
+            # Only now is anything of a new sender kept: a refusal leaves no trace.
+            self._queues.setdefault(sender, {})[nonce] = tx
             self._known[tx.hash] = tx
             self._next.setdefault(sender, base)
             self._held[sender] = self._held.get(sender, 0) + 1
