@@ -74,7 +74,8 @@ def _positive(text: str) -> int:
 def _cmd_node(args: argparse.Namespace) -> int:
     # Imported here: the web stack loads only for the command that serves.
     from supervm_node.node import Node
-    from supervm_node.rpc import create_app, serve
+    from supervm_node.rpc import create_app
+    from supervm_node.serve import serve
 
     configure_logging(args.log_format, args.log_level)
     url = args.store or default_store_url()
@@ -100,7 +101,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
         )  # fmt: skip
         # uvicorn stops on SIGINT and SIGTERM; the app's shutdown stops the node, which
         # commits the blocks in its pipeline first.
-        serve(app, host, port)
+        if not serve(app, host, port):
+            print(f"supervm: error: could not serve on {host}:{port}", file=sys.stderr)
+            return 1
         log.info("node stopped", extra={"height": node.chain.head().height})
     finally:
         storage.close()

@@ -49,6 +49,10 @@ log = logging.getLogger("supervm_node.node")
 MAX_TRANSACTION_SIZE = 128 * 1024
 
 
+#: How many committed blocks :meth:`Node.lookup` keeps decoded.
+_DECODED_BLOCKS = 64
+
+
 class NodeConfigError(SuperVMError):
     """The node cannot run with these settings on this store."""
 
@@ -112,6 +116,9 @@ class Node:
         self._wake = threading.Event()
         self._last_block_at: float | None = None
         self._deploying: dict[bytes, int] = {}
+        self._blocks: dict[
+            int, tuple[BlockHeader, tuple[Transaction, ...], tuple[Receipt, ...] | None]
+        ] = {}
         self._lock = threading.Lock()
         self.metrics.head.set(self.chain.head().height)
 
@@ -308,18 +315,34 @@ class Node:
         found = self.chain.find_transaction(tx_hash)
         if found is not None:
             height, index = found
-            block = self.chain.block(height)
-            header = self.chain.header(height)
-            receipts = self.chain.receipts(height)
-            if block is not None and header is not None:
+            block = self._committed_block(height)
+            if block is not None:
+                header, txs, receipts = block
                 receipt = receipts[index] if receipts is not None else None
-                return TxInfo(
-                    block.transactions[index], "included", height, index, header.hash, receipt
-                )
+                return TxInfo(txs[index], "included", height, index, header.hash, receipt)
         tx = self.mempool.get(tx_hash)
         if tx is not None:
             return TxInfo(tx, "pending")
         return None
+
+    def _committed_block(
+        self, height: int
+    ) -> tuple[BlockHeader, tuple[Transaction, ...], tuple[Receipt, ...] | None] | None:
+        """A committed block's header, transactions and receipts, decoded once for many
+        lookups (a node never unwinds its blocks while it runs)."""
+        cached = self._blocks.get(height)
+        if cached is not None:
+            return cached
+        header = self.chain.header(height)
+        block = self.chain.block(height)
+        if header is None or block is None:
+            return None
+        entry = (header, block.transactions, self.chain.receipts(height))
+        with self._lock:
+            if len(self._blocks) >= _DECODED_BLOCKS:
+                self._blocks.pop(next(iter(self._blocks)))
+            self._blocks[height] = entry
+        return entry
 
     def wait_for_block(self, after: int, timeout: float) -> Head:
         """The head, as soon as its height is above ``after`` or after ``timeout`` seconds."""
