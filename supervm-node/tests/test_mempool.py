@@ -280,14 +280,16 @@ def test_returned_drops_the_senders_run(setup: Setup) -> None:
     taken = pool.take(3)
     assert taken == a_txs[:3]
     b_bytes = size(setup.tx(b, 0)) + size(setup.tx(b, 1))
-    pool.returned([taken[1]])
-    # All of a is gone, taken and pending; b is untouched.
-    assert pool.count == 2 and pool.pending == 2 and pool.bytes == b_bytes
-    assert all(pool.get(tx.hash) is None for tx in a_txs)
-    assert pool.next_nonce(a.address) == 0
-    # a's nonces are free again.
-    pool.add(a_txs[0])
-    assert [t.nonce for t in pool.take(10) if t.sender == a.address] == [0]
+    dropped = pool.returned([taken[1]])
+    # a from nonce 1 on is gone, taken and pending; nonce 0 (an earlier block) stays; b too.
+    assert sorted(t.nonce for t in dropped) == [1, 2, 3, 4]
+    assert pool.count == 3 and pool.pending == 2 and pool.bytes == b_bytes + size(a_txs[0])
+    assert pool.get(a_txs[0].hash) is not None
+    assert all(pool.get(tx.hash) is None for tx in a_txs[1:])
+    assert pool.next_nonce(a.address) == 1
+    # a's nonces from 1 are free again.
+    pool.add(a_txs[1])
+    assert [t.nonce for t in pool.take(10) if t.sender == a.address] == [1]
     assert pool.next_nonce(b.address) == 2
 
 

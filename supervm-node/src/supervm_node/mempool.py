@@ -210,22 +210,42 @@ class Mempool:
                     self._queues.pop(tx.sender, None)
                     self._ready.pop(tx.sender, None)
 
-    def returned(self, txs: list[Transaction]) -> None:
-        """``txs`` were taken but their block was not made: drop them and everything after
-        them from their senders (their nonces are free again)."""
+    def returned(self, txs: list[Transaction]) -> list[Transaction]:
+        """``txs`` were taken but their block will not be made: drop them and what their
+        senders have from their lowest nonce on (pending or taken); those nonces are free
+        again, and what those senders have in earlier blocks stays. What was dropped."""
+        lowest: dict[builtins.bytes, int] = {}
+        for tx in txs:
+            assert tx.nonce is not None
+            lowest[tx.sender] = min(tx.nonce, lowest.get(tx.sender, tx.nonce))
+        dropped: list[Transaction] = []
         with self._lock:
-            senders = {tx.sender for tx in txs}
-            for sender in senders:
-                queue = self._queues.pop(sender, {})
+            for tx in list(self._known.values()):
+                start = lowest.get(tx.sender)
+                if start is None or tx.nonce is None or tx.nonce < start:
+                    continue
+                dropped.append(tx)
+                del self._known[tx.hash]
+                self._bytes -= len(tx.encode())
+                if tx.hash in self._taken:
+                    self._taken.discard(tx.hash)
+                else:
+                    self._pending -= 1
+                    queue = self._queues.get(tx.sender)
+                    if queue is not None:
+                        queue.pop(tx.nonce, None)
+                held = self._held[tx.sender] - 1
+                if held:
+                    self._held[tx.sender] = held
+                else:
+                    del self._held[tx.sender]
+            for sender, start in lowest.items():
                 self._ready.pop(sender, None)
-                self._next.pop(sender, None)
-                self._held.pop(sender, None)
-                dropped = [tx for tx in self._known.values() if tx.sender == sender]
-                for tx in dropped:
-                    del self._known[tx.hash]
-                    self._bytes -= len(tx.encode())
-                    if tx.hash in self._taken:
-                        self._taken.discard(tx.hash)
-                    else:
-                        self._pending -= 1
-                del queue
+                if not self._queues.get(sender):
+                    self._queues.pop(sender, None)
+                if sender in self._held:
+                    if sender in self._next:
+                        self._next[sender] = min(self._next[sender], start)
+                else:
+                    self._next.pop(sender, None)
+        return dropped

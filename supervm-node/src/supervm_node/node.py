@@ -194,7 +194,7 @@ class Node:
                 try:
                     pipeline.submit(txs)
                 except RuntimeError:
-                    self.mempool.returned(txs)
+                    self._drop(txs)
                     return
             self.metrics.mempool_count.set(self.mempool.count)
             self.metrics.mempool_bytes.set(self.mempool.bytes)
@@ -224,7 +224,16 @@ class Node:
 
     def _refused(self, txs: list[Transaction]) -> None:
         log.warning("transactions with bad signatures left out", extra={"count": len(txs)})
-        self.mempool.returned(txs)
+        self._drop(txs)
+
+    def _drop(self, txs: list[Transaction]) -> None:
+        """Taken transactions that no block will hold: forget them and what follows them."""
+        dropped = self.mempool.returned(txs)
+        with self._lock:
+            for tx in dropped:
+                self._verified.discard(tx.hash)
+                if tx.contract == DEPLOY_ADDRESS:
+                    self._forget_deploy(tx)
 
     # -- admitting --------------------------------------------------------------------------
 
