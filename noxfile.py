@@ -57,6 +57,9 @@ def tests(session: nox.Session, package: str) -> None:
     _install_workspace(session, package, *(["rocksdb"] if package in ("core", "node") else []))
     if package == "core":
         session.install("ziglang==0.17.1")
+    if package == "node":
+        # The status page's test drives Debian's chromium through selenium.
+        session.install("selenium>=4.20")
     session.run("pytest", f"supervm-{package}/tests", "-q", *session.posargs)
 
 
