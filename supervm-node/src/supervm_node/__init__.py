@@ -1,5 +1,6 @@
-"""The SuperVM node: ed25519 keys and addresses (``supervm_node.keys``), the ``supervm keys``
-commands; signed transactions, the mempool, JSON-RPC and metrics come next."""
+"""The SuperVM node: keys (``supervm_node.keys``), signing (``supervm_node.signing``), the
+mempool, the block pipeline and the node (``supervm_node.node``), JSON-RPC
+(``supervm_node.rpc``), metrics, and the ``supervm node``, ``keys`` and ``tx`` commands."""
 
 from supervm_node.keys import (
     ADDRESS_DOMAIN,
