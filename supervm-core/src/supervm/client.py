@@ -79,7 +79,7 @@ def _hex(data: bytes) -> str:
 
 
 class Client:
-    """A node's JSON-RPC API at ``url`` (e.g. ``http://127.0.0.1:8645``).
+    """A node's JSON-RPC API at ``url`` (e.g. ``http://127.0.0.1:8645``; no path: ``/rpc``).
 
     ``timeout`` bounds each HTTP exchange in seconds (``wait_for_block`` waits longer
     when its own wait asks for it). A client may be shared by threads.
@@ -102,7 +102,7 @@ class Client:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = port
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._path = (parts.path or "/rpc") + (f"?{parts.query}" if parts.query else "")
         self._local = threading.local()
         self._ids = itertools.count(1)
 
