@@ -32,6 +32,8 @@ class _Server:
         self.answer: Answer = lambda request: (200, {"jsonrpc": "2.0", "id": 1, "result": 0})
         #: Close the connection after each answer without saying so (a dropped keep-alive).
         self.drop_after_answer = False
+        #: Close the connection on this many next requests, without answering them.
+        self.drop_next = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +43,10 @@ class _Server:
                 size = int(self.headers["Content-Length"])
                 request = json.loads(self.rfile.read(size))
                 outer.received.append(request)
+                if outer.drop_next > 0:  # the connection drops with the request unanswered
+                    outer.drop_next -= 1
+                    self.close_connection = True
+                    return
                 status, body = outer.answer(request)
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
@@ -170,26 +176,41 @@ def test_a_batch_refused_as_a_whole_raises(server: _Server) -> None:
         Client(server.url).batch([("svm_head", []), ("svm_head", [])])
 
 
-def test_a_read_is_sent_again_once_on_a_dropped_keep_alive_connection(server: _Server) -> None:
-    server.answer = _result(7)
-    server.drop_after_answer = True
-    client = Client(server.url)
-    assert client.chain_id() == 7
-    assert client.chain_id() == 7  # its connection was closed by the server: a new one
-    assert len(server.received) == 2
-
-
-def test_a_transaction_is_never_sent_twice_on_a_dropped_connection(server: _Server) -> None:
+def test_a_connection_the_node_closed_while_idle_is_replaced_first(server: _Server) -> None:
     server.answer = _result(7)
     server.drop_after_answer = True
     client = Client(server.url)
     assert client.chain_id() == 7
     server.answer = _result({"hash": "ab" * 32})
+    assert client.send_transaction(b"\x02\x00") == bytes.fromhex("ab" * 32)
+    assert [r["method"] for r in server.received] == ["svm_chainId", "svm_sendTransaction"]
+
+
+def test_a_read_is_sent_again_once_when_its_connection_drops(server: _Server) -> None:
+    server.answer = _result(7)
+    client = Client(server.url)
+    assert client.chain_id() == 7
+    server.drop_next = 1
+    assert client.chain_id() == 7  # dropped unanswered on the kept-alive connection: again
+    assert [r["method"] for r in server.received] == ["svm_chainId"] * 3
+    server.drop_next = 2
+    with pytest.raises(RpcConnectionError, match="dropped"):
+        client.chain_id()  # only once again
+    assert len(server.received) == 5
+
+
+def test_a_transaction_is_never_sent_twice_when_its_connection_drops(server: _Server) -> None:
+    server.answer = _result(7)
+    client = Client(server.url)
+    assert client.chain_id() == 7
+    server.answer = _result({"hash": "ab" * 32})
+    server.drop_next = 1
     with pytest.raises(RpcConnectionError, match="may or may not") as caught:
         client.send_transaction(b"\x02\x00")
     assert isinstance(caught.value, ConnectionError)
-    assert [r["method"] for r in server.received] == ["svm_chainId"]
-    assert client.send_transaction(b"\x02\x00") == bytes.fromhex("ab" * 32)  # fresh connection
+    assert [r["method"] for r in server.received] == ["svm_chainId", "svm_sendTransaction"]
+    assert client.send_transaction(b"\x02\x00") == bytes.fromhex("ab" * 32)  # a new connection
+    assert len(server.received) == 3
 
 
 def test_a_node_that_is_not_there_raises_a_connection_error() -> None:

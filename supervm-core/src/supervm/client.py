@@ -1,8 +1,9 @@
 """A client for a SuperVM node's JSON-RPC API (docs/rpc.md), on the standard library only.
 
-:class:`Client` keeps one keep-alive HTTP connection per thread. A read whose connection
-dropped is sent again once on a new connection; ``svm_sendTransaction`` never is (whether
-the node took the transaction is unknown): :class:`RpcConnectionError` says so instead.
+:class:`Client` keeps one keep-alive HTTP connection per thread, replaced before a request
+when the node has closed it while idle. A read whose connection dropped during the exchange
+is sent again once on a new connection; ``svm_sendTransaction`` never is (whether the node
+took the transaction is unknown): :class:`RpcConnectionError` says so instead.
 :func:`verify_state_proof` checks a ``svm_getState`` answer against a state root the
 caller trusts.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import select
+import socket
 import threading
 import time
 import urllib.parse
@@ -72,6 +75,15 @@ class RpcConnectionError(SuperVMError, ConnectionError):
     """The node could not be reached, or its answer was not JSON-RPC over HTTP."""
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle keep-alive connection was closed by the other end (it reads as ready)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _hex(data: bytes) -> str:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"expected bytes, not {type(data).__name__}")
@@ -112,7 +124,11 @@ class Client:
         """This thread's connection, and whether it was used before."""
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is not None:
-            return conn, True
+            if conn.sock is None:
+                return conn, False  # http.client opens a new one
+            if not _closed_by_peer(conn.sock):
+                return conn, True
+            self.close()  # the node closed it while idle: nothing was lost
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = cls(self._host, self._port, timeout=self.timeout)
         self._local.conn = conn
