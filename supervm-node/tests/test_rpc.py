@@ -24,6 +24,7 @@ from supervm import open_storage
 from supervm.chain import Transaction
 from supervm.chain.workload import token_code
 from supervm.client import Client, RpcError, verify_state_proof
+from supervm.layout import header_key
 from supervm.vm.runtime import DEPLOY_ADDRESS, DEPLOY_METHOD, contract_address, deploy_input
 from supervm_node.keys import KeyPair
 from supervm_node.mempool import MempoolLimits
@@ -643,3 +644,22 @@ def test_a_method_that_overruns_its_timeout_answers_32030(env: Env) -> None:
         with pytest.raises(RpcError) as caught:
             c.call_contract(env.token, "balance", env.bob.address)
         assert (caught.value.code, caught.value.reason) == (-32030, "timeout")
+
+
+def test_an_internal_error_is_logged_and_answered_without_its_insides(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node = Node(open_storage("memory://"), chain_id=CHAIN_ID)
+    node.storage.set(header_key(1), b"not a header")  # a corrupt store
+    with BackgroundServer(create_app(node), lifespan="off") as server, Client(server.url) as c:
+        with (
+            caplog.at_level(logging.WARNING, logger="supervm_node.rpc"),
+            pytest.raises(RpcError) as caught,
+        ):
+            c.get_block(1)
+        assert caught.value.code == -32603
+        assert caught.value.message == "internal error in svm_getBlock"
+        logged = [r for r in caplog.records if getattr(r, "code", None) == -32603]
+        assert logged and logged[0].exc_info is not None
+        assert "corrupt" in str(logged[0].exc_info[1])
+        assert c.chain_id() == CHAIN_ID  # the server goes on
