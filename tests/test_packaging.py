@@ -74,9 +74,14 @@ def test_pip_install_rocksdb_extra_installs_only_rocksdb(wheelhouse: Path, tmp_p
     listing = run([str(env_dir / "bin" / "supervm"), "backends"]).stdout
     assert "rocksdb" in listing and "supervm-rocksdb" in listing
     assert "leveldb" not in listing
+    # A library user gets no web stack and no node.
+    web = "import importlib.util as u; print([m for m in WEB if u.find_spec(m)])"
+    assert run([python, "-c", web.replace("WEB", repr(WEB))]).stdout.strip() == "[]"
 
 
 DRIVERS = ("plyvel", "lmdb", "rocksdict", "psycopg", "pymysql", "sqlalchemy")
+#: What the node brings and a library user must not get.
+WEB = ("supervm_node", "nacl", "starlette", "uvicorn", "prometheus_client")
 
 SQL_CHECK = r"""
 import importlib.util, json, sys
@@ -167,6 +172,8 @@ print(json.dumps({
         if d.metadata["Name"].startswith("supervm")
     ),
     "nacl": importlib.metadata.version("pynacl"),
+    "web": sorted(m for m in ("starlette", "uvicorn", "prometheus_client")
+                  if importlib.util.find_spec(m) is not None),
 }))
 """.replace("DRIVERS", repr(DRIVERS))
 
@@ -187,6 +194,36 @@ def test_pip_install_node_extra_brings_the_node_and_pynacl_and_no_back_end(
     made = json.loads(run([supervm, "keys", "new", "--out", str(key_file), "--json"]).stdout)
     shown = json.loads(run([supervm, "keys", "show", str(key_file), "--json"]).stdout)
     assert shown == made and len(bytes.fromhex(made["address"])) == 20
+    assert report["web"] == ["prometheus_client", "starlette", "uvicorn"]
+    # The installed node serves: health, its status page (package data), then stops on SIGTERM.
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    node = subprocess.Popen(
+        [supervm, "node", "--store", "memory://", "--rpc", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert json.load(r)["ok"] is True
+                    break
+            except OSError:
+                assert node.poll() is None and time.monotonic() < deadline, "no node"
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert b"<html" in page.read().lower()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(30) == 0
 
 
 def test_wheels_carry_py_typed(wheelhouse: Path) -> None:

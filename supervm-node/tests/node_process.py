@@ -64,9 +64,9 @@ class NodeProcess:
     def client(self) -> Client:
         return Client(self.url, timeout=30)
 
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, and wait for a clean exit; the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, timeout: float = 30, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or ``sig``), and wait for a clean exit; the exit status."""
+        self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
         self._out.close()
         return code

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -178,7 +179,7 @@ def test_refusals_over_the_wire_change_nothing(tmp_path: Path) -> None:
     )
     assert status == 413 and answer["error"]["code"] == -32600
     assert state() == before
-    assert node.stop() == 0
+    assert node.stop(sig=signal.SIGINT) == 0  # Ctrl-C stops it cleanly too
 
 
 def test_kill_9_during_production_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from supervm_node.errors import Refusal, TransactionRefused
 from supervm_node.mempool import Mempool, MempoolLimits
 from supervm_node.metrics import InstrumentedStorage, NodeMetrics, StorageMetrics
 from supervm_node.pipeline import BlockPipeline, Committed
-from supervm_node.signing import verify_transaction
+from supervm_node.signing import SignatureChecker, verify_transaction
 
 __all__ = ["MAX_TRANSACTION_SIZE", "Node", "NodeConfigError", "TxInfo"]
 
@@ -108,6 +108,8 @@ class Node:
         self.block_time = block_time_ms / 1000
         self.max_block_txs = max_block_txs
         self.mempool = Mempool(self.chain_nonce, mempool)
+        #: Checks the signatures of a batch of submissions on several threads.
+        self._checker = SignatureChecker(threads)
         self._verified: set[bytes] = set()
         self._head_changed = threading.Condition()
         self._pipeline: BlockPipeline | None = None
@@ -237,12 +239,12 @@ class Node:
 
     # -- admitting --------------------------------------------------------------------------
 
-    def submit(self, tx: Transaction) -> bytes:
+    def submit(self, tx: Transaction, *, _signature_ok: bool | None = None) -> bytes:
         """Check ``tx`` and hold it for a block; its hash. Raises :class:`TransactionRefused`."""
         if not isinstance(tx, Transaction):
             raise TypeError(f"a transaction is a Transaction, not {type(tx).__name__}")
         try:
-            self._admit(tx)
+            self._admit(tx, _signature_ok)
         except TransactionRefused as exc:
             self.metrics.refused.labels(exc.reason.value).inc()
             raise
@@ -251,7 +253,19 @@ class Node:
             self._wake.set()
         return tx.hash
 
-    def _admit(self, tx: Transaction) -> None:
+    def submit_many(self, txs: list[Transaction]) -> list[bytes | TransactionRefused]:
+        """:meth:`submit` each of ``txs`` in order, their signatures checked in parallel
+        first; each one's hash, or why it was refused."""
+        verdicts = self._checker.check(txs) if len(txs) > 1 else [None] * len(txs)
+        answers: list[bytes | TransactionRefused] = []
+        for tx, verdict in zip(txs, verdicts, strict=True):
+            try:
+                answers.append(self.submit(tx, _signature_ok=verdict))
+            except TransactionRefused as exc:
+                answers.append(exc)
+        return answers
+
+    def _admit(self, tx: Transaction, signature_ok: bool | None) -> None:
         size = len(tx.encode())
         if size > MAX_TRANSACTION_SIZE:
             raise TransactionRefused(
@@ -267,7 +281,8 @@ class Node:
                 f"the transaction is for chain {tx.chain_id}; this node runs chain {self.chain_id}",
                 expected=self.chain_id,
             )
-        if not verify_transaction(tx):
+        ok = verify_transaction(tx) if signature_ok is None else signature_ok
+        if not ok:
             raise TransactionRefused(
                 Refusal.BAD_SIGNATURE,
                 f"the signature does not verify under public key {tx.public_key.hex()}",

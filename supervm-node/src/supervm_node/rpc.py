@@ -550,8 +550,35 @@ def _error_entry(fault: RpcFault, id_: object = None) -> dict[str, object]:
     return {"jsonrpc": "2.0", "id": id_, "error": fault.to_json()}
 
 
+@dataclass(frozen=True)
+class _Call:
+    """A well-formed request: its id, whether it is a notification, method and params."""
+
+    id: object
+    notification: bool
+    name: str
+    params: object
+
+    def answer(self, result: object = None, fault: RpcFault | None = None) -> Entry:
+        if self.notification:
+            return None
+        if fault is not None:
+            return _error_entry(fault, self.id)
+        return {"jsonrpc": "2.0", "id": self.id, "result": result}
+
+
+#: A response object, or ``None`` for a notification.
+Entry = dict[str, object] | None
+
+
 class _Dispatcher:
-    """Runs JSON-RPC requests against a node, with timeouts, metrics and logs."""
+    """Runs JSON-RPC requests against a node, with timeouts, metrics and logs.
+
+    A request runs on a worker thread under its method's timeout. The requests of a batch
+    run in order on one worker thread (its timeout: the method timeout per request), the
+    signatures of consecutive ``svm_sendTransaction`` requests checked in parallel first;
+    a ``svm_waitForBlock`` in a batch runs on its own.
+    """
 
     def __init__(self, node: Node, metrics: _Metrics, method_timeout: float) -> None:
         self.node = node
@@ -560,8 +587,8 @@ class _Dispatcher:
         # Long polls wait on their own threads, so they never starve other methods.
         self.wait_limiter = anyio.CapacityLimiter(256)
 
-    async def one(self, request: object) -> dict[str, object] | None:
-        """The response to one request object (``None`` for a notification)."""
+    def _parse(self, request: object) -> _Call | Entry:
+        """The request as a call, or the error answering it."""
         if not isinstance(request, dict):
             fault = RpcFault(INVALID_REQUEST, "invalid request: not a JSON-RPC request object")
             self.count("-", fault)
@@ -584,46 +611,146 @@ class _Dispatcher:
             self.count("-", fault)
             return None if notification else _error_entry(fault, id_)
         assert isinstance(method, str)
-        try:
-            result = await self._run(method, params)
-        except RpcFault as exc:
-            return None if notification else _error_entry(exc, id_)
-        return None if notification else {"jsonrpc": "2.0", "id": id_, "result": result}
+        return _Call(id_, notification, method, params)
 
-    async def _run(self, name: str, params: object) -> object:
+    async def one(self, request: object) -> Entry:
+        """The response to one request object (``None`` for a notification)."""
+        call = self._parse(request)
+        if not isinstance(call, _Call):
+            return call
+        return (await self._group([call]))[0]
+
+    async def many(self, requests: list[object]) -> list[Entry]:
+        """The responses to a batch's requests, in order."""
+        answers: list[Entry] = []
+        group: list[_Call] = []
+        for request in requests:
+            call = self._parse(request)
+            if isinstance(call, _Call) and call.name != "svm_waitForBlock":
+                group.append(call)
+                continue
+            if group:
+                answers += await self._group(group)
+                group = []
+            if isinstance(call, _Call):
+                answers += await self._group([call])
+            else:
+                answers.append(call)
+        if group:
+            answers += await self._group(group)
+        return answers
+
+    async def _group(self, calls: list[_Call]) -> list[Entry]:
+        """Run ``calls`` in order on one worker thread, under their timeout."""
+        limiter: anyio.CapacityLimiter | None = None
+        timeout = self.method_timeout * len(calls)
+        if len(calls) == 1 and calls[0].name == "svm_waitForBlock":
+            limiter = self.wait_limiter
+            given = calls[0].params
+            wait_ms = 10_000
+            if isinstance(given, list) and len(given) > 1 and type(given[1]) is int:
+                wait_ms = given[1]
+            elif isinstance(given, dict) and type(given.get("timeout_ms")) is int:
+                wait_ms = given["timeout_ms"]
+            timeout = min(max(wait_ms, 0), MAX_WAIT_MS) / 1000 + self.method_timeout
+        done: list[Entry] = []
+        cancelled = threading.Event()
+        try:
+            with anyio.fail_after(timeout):
+                await anyio.to_thread.run_sync(
+                    lambda: self._run_all(calls, done, cancelled),
+                    abandon_on_cancel=True,
+                    limiter=limiter,
+                )
+        except TimeoutError:
+            cancelled.set()
+            finished = list(done)
+            answers = finished
+            for call in calls[len(finished) :]:
+                fault = RpcFault(
+                    TIMEOUT,
+                    f"{call.name} overran its timeout ({timeout:g} s)",
+                    {"reason": "timeout", "timeout_ms": round(timeout * 1000)},
+                )
+                self.count(call.name, fault)
+                answers.append(call.answer(fault=fault))
+            return answers
+        return done
+
+    def _run_all(self, calls: list[_Call], done: list[Entry], cancelled: threading.Event) -> None:
+        """Run ``calls`` in order (on a worker thread), appending each answer to ``done``."""
+        at = 0
+        while at < len(calls) and not cancelled.is_set():
+            end = at
+            while end < len(calls) and calls[end].name == "svm_sendTransaction":
+                end += 1
+            if end - at > 1:
+                done.extend(self._send_many(calls[at:end]))
+                at = end
+                continue
+            done.append(self._run_one(calls[at]))
+            at += 1
+
+    def _send_many(self, calls: list[_Call]) -> list[Entry]:
+        """Consecutive ``svm_sendTransaction`` calls: decoded, then submitted together."""
+        start = time.perf_counter()
+        answers: list[Entry | _Call] = []
+        txs: list[Transaction] = []
+        method = METHODS["svm_sendTransaction"]
+        for call in calls:
+            try:
+                args = _bind(call.name, method.params, call.params)
+                try:
+                    txs.append(Transaction.decode(args["tx"]))
+                except BlockFormatError as exc:
+                    raise _bad("tx", f"is not a transaction: {exc}") from None
+                answers.append(call)
+            except RpcFault as fault:
+                self.count(call.name, fault)
+                answers.append(call.answer(fault=fault))
+        results = iter(self.node.submit_many(txs))
+        entries: list[Entry] = []
+        for answer in answers:
+            if not isinstance(answer, _Call):
+                entries.append(answer)
+                continue
+            result = next(results)
+            if isinstance(result, TransactionRefused):
+                refusal = self._refused(result)
+                self.count(answer.name, refusal)
+                entries.append(answer.answer(fault=refusal))
+            else:
+                self.metrics.requests.labels(answer.name, "ok").inc()
+                entries.append(answer.answer({"hash": result.hex()}))
+        share = (time.perf_counter() - start) / len(calls)
+        observe = self.metrics.seconds.labels("svm_sendTransaction").observe
+        for _ in calls:
+            observe(share)
+        return entries
+
+    @staticmethod
+    def _refused(exc: TransactionRefused) -> RpcFault:
+        return RpcFault(exc.code, str(exc), {"reason": str(exc.reason), **exc.details})
+
+    def _run_one(self, call: _Call) -> Entry:
+        """Run one call on this thread: its answer."""
+        name = call.name
         method = METHODS.get(name)
         if method is None:
             fault = RpcFault(METHOD_NOT_FOUND, f"method not found: {_clip(name)!r}")
             self.count("unknown", fault)
-            raise fault
+            return call.answer(fault=fault)
         start = time.perf_counter()
         try:
-            args = _bind(name, method.params, params)
-            if name == "svm_waitForBlock":
-                timeout = args["timeout_ms"] / 1000 + self.method_timeout
-                limiter: anyio.CapacityLimiter | None = self.wait_limiter
-            else:
-                timeout, limiter = self.method_timeout, None
-            try:
-                with anyio.fail_after(timeout):
-                    result = await anyio.to_thread.run_sync(
-                        lambda: method.run(self.node, **args),
-                        abandon_on_cancel=True,
-                        limiter=limiter,
-                    )
-            except TimeoutError:
-                raise RpcFault(
-                    TIMEOUT,
-                    f"{name} overran its timeout ({timeout:g} s)",
-                    {"reason": "timeout", "timeout_ms": round(timeout * 1000)},
-                ) from None
+            args = _bind(name, method.params, call.params)
+            result = method.run(self.node, **args)
         except RpcFault as fault:
             self.count(name, fault)
-            raise
+            return call.answer(fault=fault)
         except TransactionRefused as exc:
-            refused = RpcFault(exc.code, str(exc), {"reason": str(exc.reason), **exc.details})
+            refused = self._refused(exc)
             self.count(name, refused)
-            raise refused from None
+            return call.answer(fault=refused)
         except PrunedHeightError as exc:
             pruned = RpcFault(
                 PRUNED_HEIGHT,
@@ -631,7 +758,7 @@ class _Dispatcher:
                 {"reason": "pruned_height", "height": exc.height, "horizon": exc.horizon},
             )
             self.count(name, pruned)
-            raise pruned from None
+            return call.answer(fault=pruned)
         except Exception:
             logger.warning(
                 "internal error in %s",
@@ -641,11 +768,11 @@ class _Dispatcher:
             )
             internal = RpcFault(INTERNAL_ERROR, f"internal error in {name}")
             self.count(name, internal, logged=True)
-            raise internal from None
+            return call.answer(fault=internal)
         finally:
             self.metrics.seconds.labels(name).observe(time.perf_counter() - start)
         self.metrics.requests.labels(name, "ok").inc()
-        return result
+        return call.answer(result)
 
     def count(self, method: str, fault: RpcFault, *, logged: bool = False) -> None:
         """Count a refused or failed request in the metrics, and log it unless ``logged``."""
@@ -719,7 +846,7 @@ def create_app(
                 )
                 dispatcher.count("-", fault)
                 return _json_response(_error_entry(fault))
-            answers = [await dispatcher.one(item) for item in message]
+            answers = await dispatcher.many(message)
             entries = [a for a in answers if a is not None]
             return _json_response(entries) if entries else Response(status_code=204)
         answer = await dispatcher.one(message)
