@@ -121,7 +121,7 @@ def bench(session: nox.Session) -> None:
     for name in ("storage", "vm", "chain"):
         json_args = ["--json", str(out / f"{name}.json")] if out is not None else []
         session.run("python", "-m", f"bench.{name}", *json_args)
-    for name in ("state", "transfer"):
+    for name in ("state", "transfer", "node"):
         json_args = ["--json", str(out / f"{name}.json")] if out is not None else []
         session.run("python", "-m", f"bench.{name}", *json_args)
     if (ROOT / "bench" / "mvmemory.py").exists():

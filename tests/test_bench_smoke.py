@@ -32,6 +32,10 @@ RUNS = {
         "--keys 2000 --memory-keys 3000 --tracemalloc-keys 2000 --sync-blocks 2 --sync-txs 10 "
         "--sync-accounts 20"
     ),
+    "node": shlex.split(
+        "--txs 200 --repeats 1 --no-pyevm --blocks 2 --block-txs 100 --pipeline-repeats 1 "
+        "--reads 50"
+    ),
 }
 
 
