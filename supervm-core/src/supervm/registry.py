@@ -1,5 +1,9 @@
 """Finding and opening storage back ends by URL scheme.
 
+Every URL also takes the option ``cache=SIZE`` (``64MB``, ``64MiB``, ``512KB``,
+``1000``: bytes): the back end opens without it, and :func:`open_storage` returns
+its store behind a :class:`~supervm.cache.CachedStorage` of that many bytes.
+
 In-process registrations (:func:`register_backend` and the
 ``supervm_register_backends`` hook) win over installed entry points in the
 ``supervm.backends`` group. Back ends are imported only when first opened.
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from supervm.cache import CachedStorage
 from supervm.errors import BackendNotFoundError, InvalidURLError
 from supervm.storage import Storage
 from supervm.url import StorageURL, parse_url
@@ -183,17 +188,24 @@ def open_storage(url: str | StorageURL, *, create: bool = True) -> Storage:
     directory or table is left behind. This passes the option ``create=false``
     to the back end, overriding the URL's own; stores that keep nothing
     outside the process (``memory://``) ignore it.
+
+    With the option ``cache=SIZE`` (e.g. ``?cache=64MB``), which the back end
+    does not see, the store comes behind a :class:`~supervm.cache.CachedStorage`
+    of that many bytes.
     """
     parsed = url if isinstance(url, StorageURL) else parse_url(url)
     if not create:
         parsed = parsed.with_option("create", "false")
+    cache = parsed.size_option("cache", 0) if "cache" in parsed.options else None
     backend = load_backend(parsed.scheme)
     try:
-        storage = backend.from_url(parsed)
+        storage = backend.from_url(parsed if cache is None else parsed.without_option("cache"))
     except (TypeError, ValueError) as exc:
         if isinstance(exc, InvalidURLError):
             raise
         raise InvalidURLError(f"cannot open {parsed.safe!r}: {exc}") from exc
+    if cache is not None:
+        storage = CachedStorage(storage, cache)
     from supervm.hooks import plugin_manager
 
     plugin_manager().hook.supervm_storage_opened(storage=storage, url=parsed)

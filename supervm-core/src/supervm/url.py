@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -15,6 +17,12 @@ __all__ = ["StorageURL", "mask_password", "parse_url"]
 _N = TypeVar("_N", int, float)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) *([a-z]*)", re.ASCII)
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,21 @@ class StorageURL:
             raise InvalidURLError(f"option {name}={value!r} in {self.safe!r} must be >= {minimum}")
         return number
 
+    def size_option(self, name: str, default: int) -> int:
+        """Size query option in bytes: ``1000``, ``512KB``, ``64MB``, ``1GB`` (powers of 1000)
+        or ``64MiB`` (powers of 1024), in any case."""
+        value = self.options.get(name)
+        if value is None:
+            return default
+        match = _SIZE.fullmatch(value.strip().lower())
+        unit = _SIZE_UNITS.get(match.group(2)) if match else None
+        if match is None or unit is None:
+            raise InvalidURLError(
+                f"option {name}={value!r} in {self.safe!r} is not a size "
+                "(bytes, or a number with KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            )
+        return int(Fraction(match.group(1)) * unit)
+
     def choice_option(self, name: str, default: str, choices: Iterable[str]) -> str:
         """Query option restricted to ``choices``."""
         allowed = list(choices)
@@ -102,6 +125,10 @@ class StorageURL:
     def with_option(self, name: str, value: str) -> StorageURL:
         """This URL with query option ``name`` set to ``value`` (``raw`` is kept as given)."""
         return replace(self, options={**self.options, name: value})
+
+    def without_option(self, name: str) -> StorageURL:
+        """This URL without query option ``name`` (``raw`` is kept as given)."""
+        return replace(self, options={k: v for k, v in self.options.items() if k != name})
 
     def reject_unknown_options(self, known: Iterable[str]) -> None:
         """Raise :class:`InvalidURLError` for any query option not in ``known``."""
