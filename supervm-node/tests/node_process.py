@@ -31,7 +31,16 @@ def free_port() -> int:
 class NodeProcess:
     """``supervm node`` in a child process on a free loopback port, its logs in ``log``."""
 
-    def __init__(self, store: str, log: Path, *extra: str, chain_id: int = CHAIN_ID) -> None:
+    def __init__(
+        self,
+        store: str,
+        log: Path,
+        *extra: str,
+        chain_id: int = CHAIN_ID,
+        healthy: bool = True,
+    ) -> None:
+        """Start the node and wait until ``/health`` says ok (``healthy=False``: until it
+        answers at all, e.g. a follower about to refuse a block)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -42,9 +51,9 @@ class NodeProcess:
         ]  # fmt: skip
         self._out = log.open("ab")
         self.proc = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT)
-        self._wait_healthy()
+        self._wait_healthy(healthy)
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, healthy: bool = True) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -53,13 +62,24 @@ class NodeProcess:
                 )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as answer:
-                    if json.load(answer).get("ok"):
+                    if json.load(answer).get("ok") or not healthy:
                         return
+            except urllib.error.HTTPError:
+                if not healthy:
+                    return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"the node did not become healthy:\n{self.log.read_text()}")
+
+    def health(self) -> tuple[int, dict[str, object]]:
+        """``GET /health``: the HTTP status and the report."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=10) as answer:
+                return answer.status, json.load(answer)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
 
     def client(self) -> Client:
         return Client(self.url, timeout=30)

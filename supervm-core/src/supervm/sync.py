@@ -44,6 +44,7 @@ __all__ = [
     "SyncError",
     "SyncReport",
     "apply_blocks",
+    "block_write_set",
     "export_blocks",
     "read_block_manifest",
 ]
@@ -178,16 +179,22 @@ def _block_record(chain: Chain, height: int) -> tuple[bytes, int]:
     block = chain.block(height)
     if header is None or block is None:
         raise SyncError(f"the store has no block {height}")
+    write_set = block_write_set(chain, height)
+    fields = [frame(header.encode()), frame(encode_transactions(block.transactions))]
+    fields.append(frame(_BE4.pack(len(write_set))))
+    for key, value in write_set:
+        fields.append(frame(key))
+        fields.append(frame_none() if value is None else frame(value))
+    return b"".join(fields), len(write_set)
+
+
+def block_write_set(chain: Chain, height: int) -> WriteSet:
+    """The write set of the committed block at ``height``, read from the history (the
+    store must keep that height's history)."""
     record = chain.storage.get(change_key(height))
     keys = decode_keys(record) if record else []
     history = chain.history
-    fields = [frame(header.encode()), frame(encode_transactions(block.transactions))]
-    fields.append(frame(_BE4.pack(len(keys))))
-    for key in keys:
-        value = history.value_at(key, height)
-        fields.append(frame(key))
-        fields.append(frame_none() if value is None else frame(value))
-    return b"".join(fields), len(keys)
+    return tuple((key, history.value_at(key, height)) for key in keys)
 
 
 def read_block_manifest(path: str | os.PathLike[str]) -> BlockFileManifest:

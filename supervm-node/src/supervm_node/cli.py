@@ -80,7 +80,16 @@ def _cmd_node(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, args.log_level)
     url = args.store or default_store_url()
     host, port = args.rpc
+    problem = _profile_problem(args)
+    if problem is not None:
+        print(f"supervm: error: {problem}", file=sys.stderr)
+        return 2
     storage = open_storage(url)
+    cached: Any = None
+    if args.profile == "edge":
+        from supervm.cache import CachedStorage
+
+        storage = cached = CachedStorage(storage, args.cache)
     try:
         node = Node(
             storage,
@@ -91,13 +100,23 @@ def _cmd_node(args: argparse.Namespace) -> int:
             mempool=MempoolLimits(max_count=args.mempool_count, max_bytes=args.mempool_bytes),
             keep_blocks=args.keep_blocks,
             backend=url.split(":", 1)[0],
+            prune=args.profile == "pruned",
+            follow=args.follow,
+            sync=args.sync,
+            fast_sync=args.fast_sync,
+            data_dir=args.data_dir or _data_dir(url),
         )
+        if cached is not None:
+            from supervm_node.metrics import CacheCollector
+
+            node.registry.register(CacheCollector(cached))
         app = create_app(node, max_body=args.max_body, max_batch=args.max_batch)
         head = node.chain.head()
         log.info(
             "node starting",
             extra={"store": mask_password(url), "rpc": f"http://{host}:{port}",
-                   "chain_id": args.chain_id, "height": head.height},
+                   "chain_id": args.chain_id, "height": head.height,
+                   "follow": args.follow, "profile": args.profile},
         )  # fmt: skip
         # uvicorn stops on SIGINT and SIGTERM; the app's shutdown stops the node, which
         # commits the blocks in its pipeline first.
@@ -107,6 +126,58 @@ def _cmd_node(args: argparse.Namespace) -> int:
         log.info("node stopped", extra={"height": node.chain.head().height})
     finally:
         storage.close()
+    return 0
+
+
+def _profile_problem(args: argparse.Namespace) -> str | None:
+    """Why the profile cannot run with these arguments (``None``: it can)."""
+    if (args.sync != "reexecute" and args.follow is None) or (args.fast_sync and not args.follow):
+        return "--sync and --fast-sync are for a follower: give --follow URL"
+    if args.profile == "pruned" and args.keep_blocks is None:
+        return "the pruned profile needs --keep-blocks N"
+    if args.profile == "edge":
+        if args.follow is None:
+            return "the edge profile is a follower: give --follow URL"
+        try:
+            import supervm.cache  # noqa: F401
+        except ImportError:
+            return "the edge profile needs supervm.cache, which this installation lacks"
+    if args.profile == "light":
+        return "the light profile is not wired yet"
+    return None
+
+
+def _data_dir(url: str) -> Path | None:
+    """Beside a store kept in a file or directory: ``<path>.node`` (snapshots served or
+    downloaded); ``None`` (a temporary directory) for other stores."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest.startswith("/") or scheme in ("memory", "postgres", "mariadb"):
+        return None
+    path = Path(rest.split("?", 1)[0])
+    return path.with_name(path.name + ".node")
+
+
+def _cmd_node_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status: dict[str, Any] = client.call("svm_syncStatus")
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    lag = status.get("lag")
+    rows = [
+        ("role", status.get("role")),
+        ("state", status.get("state")),
+        ("height", status.get("height")),
+        ("peer", status.get("peer") or "-"),
+        ("peer height", status.get("peer_height")),
+        ("lag", "-" if lag is None else f"{lag} blocks"),
+        ("rate", f"{status.get('rate') or 0:.1f} blocks/s"),
+        ("mode", status.get("mode")),
+        ("error", status.get("error")),
+    ]
+    for name, value in rows:
+        if value is not None:
+            print(f"{name:<12}{value}")
     return 0
 
 
@@ -282,9 +353,55 @@ def _add_node(subparsers: PluginSubparsers) -> None:
         metavar="N",
         help="longest JSON-RPC batch (default 1000)",
     )
+    node.add_argument(
+        "--follow",
+        metavar="URL",
+        help="follow the node at URL (read-only: no producer, transactions refused)",
+    )
+    node.add_argument(
+        "--sync",
+        choices=("reexecute", "apply"),
+        default="reexecute",
+        help="a follower runs each block itself and compares (reexecute, the default) or "
+        "applies the peer's write set, checking the state root (apply)",
+    )
+    node.add_argument(
+        "--fast-sync",
+        action="store_true",
+        help="a follower on an empty store starts from the peer's snapshot",
+    )
+    node.add_argument(
+        "--profile",
+        choices=("archive", "pruned", "edge", "light"),
+        default="archive",
+        help="archive: keep every height (default); pruned: keep --keep-blocks N, pruning in "
+        "the background; edge: a follower with a read cache of --cache BYTES",
+    )
+    node.add_argument(
+        "--cache",
+        type=_positive,
+        default=256 << 20,
+        metavar="BYTES",
+        help="the edge profile's read cache (default 256 MiB)",
+    )
+    node.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="snapshots served or downloaded (default: beside the store, STORE.node)",
+    )
     node.add_argument("--log-format", choices=("text", "json"), default="text")
     node.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    node.set_defaults(func=_cmd_node)  # fmt: skip
+    node.set_defaults(func=_cmd_node)
+    actions = node.add_subparsers(dest="node_command", metavar="ACTION")
+    status = actions.add_parser(
+        "status",
+        help="a node's sync status: height, lag, rate, peer, state",
+        description="Print svm_syncStatus of the node at --rpc URL (default $SUPERVM_RPC or "
+        f"{DEFAULT_RPC}).",
+    )
+    status.add_argument("--rpc", metavar="URL", help="the node")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(func=_cmd_node_status)  # fmt: skip
 
 
 def _add_tx(subparsers: PluginSubparsers) -> None:

@@ -20,6 +20,7 @@ class Refusal(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     OVERSIZED = "oversized"
     NO_CONTRACT = "no_contract"
+    READ_ONLY = "read_only"
 
     @property
     def code(self) -> int:
@@ -36,6 +37,7 @@ _CODES = {
     Refusal.BAD_SIGNATURE: -32006,
     Refusal.OVERSIZED: -32007,
     Refusal.NO_CONTRACT: -32008,
+    Refusal.READ_ONLY: -32012,
 }
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Protocol, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from supervm.chain import BlockResult
 from supervm.errors import UnsupportedOperationError
@@ -25,9 +27,11 @@ __all__ = [
     "BUCKETS",
     "OPERATIONS",
     "STAGE_BUCKETS",
+    "CacheCollector",
     "InstrumentedStorage",
     "NodeMetrics",
     "StorageMetrics",
+    "SyncMetrics",
 ]
 
 #: The operations recorded, the values of the ``operation`` label.
@@ -38,6 +42,25 @@ BUCKETS: Final = (
     *(round(step * 10.0**exponent, 9) for exponent in range(-6, 0) for step in (1, 2.5, 5)),
     1.0,
 )
+
+
+class _CacheStats(Protocol):
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+
+
+class _HasStats(Protocol):
+    def stats(self) -> _CacheStats: ...
 
 
 class StorageMetrics:
@@ -394,3 +417,56 @@ class NodeMetrics:
         self.gas.inc(sum(receipt.gas_used for receipt in result.receipts))
         for stage, spent in seconds.items():
             self.stage_seconds.labels(stage).observe(spent)
+
+
+class SyncMetrics:
+    """A follower's metrics, registered in ``registry``.
+
+    * ``supervm_sync_height``, ``supervm_sync_peer_height``, ``supervm_sync_lag_blocks``;
+    * ``supervm_sync_blocks_total``: blocks checked and committed;
+    * ``supervm_sync_refused_total``: blocks refused.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.height: Final = Gauge(
+            "supervm_sync_height", "Height the follower has committed", registry=registry
+        )
+        self.peer_height: Final = Gauge(
+            "supervm_sync_peer_height", "Height of the peer's head, as last asked",
+            registry=registry,
+        )  # fmt: skip
+        self.lag: Final = Gauge(
+            "supervm_sync_lag_blocks", "Blocks the follower is behind its peer", registry=registry
+        )
+        self.blocks: Final = Counter(
+            "supervm_sync_blocks", "Blocks fetched, checked and committed", registry=registry
+        )
+        self.refused: Final = Counter(
+            "supervm_sync_refused", "Blocks from the peer refused", registry=registry
+        )
+
+
+class CacheCollector(Collector):
+    """Exports a cache's :meth:`stats` (hits, misses, entries, bytes) at each scrape:
+    ``supervm_cache_hits_total``, ``supervm_cache_misses_total``,
+    ``supervm_cache_evictions_total``, ``supervm_cache_entries``, ``supervm_cache_bytes``,
+    ``supervm_cache_max_bytes``."""
+
+    def __init__(self, cache: _HasStats) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.cache.stats()
+        yield CounterMetricFamily("supervm_cache_hits", "Reads the cache answered", stats.hits)
+        yield CounterMetricFamily(
+            "supervm_cache_misses", "Reads the cache passed to the store", stats.misses
+        )
+        yield CounterMetricFamily(
+            "supervm_cache_evictions", "Entries evicted to stay within the cache's bytes",
+            stats.evictions,
+        )  # fmt: skip
+        yield GaugeMetricFamily("supervm_cache_entries", "Entries in the cache", stats.entries)
+        yield GaugeMetricFamily("supervm_cache_bytes", "Bytes the cache holds", stats.bytes)
+        yield GaugeMetricFamily(
+            "supervm_cache_max_bytes", "Bytes the cache may hold", stats.max_bytes
+        )

@@ -11,19 +11,27 @@ A transaction is acknowledged as included once its block is committed (:meth:`lo
 says ``included``): the block was written in one atomic batch, so it survives a crash.
 Pending transactions live in memory only; after a restart a client sends them again (one
 already included is refused as a duplicate).
+
+``Node(storage, chain_id=7, follow=URL)`` is a read-only follower instead: no producer; a
+:class:`~supervm_node.follower.Follower` keeps the chain in step with the node at ``URL``
+(``sync``: ``reexecute`` or ``apply``; ``fast_sync``: an empty store starts from the peer's
+snapshot), every read works the same and :meth:`submit` refuses with ``read_only``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from supervm.chain import BlockHeader, Chain, Head, Transaction
+from supervm.chain import BlockHeader, BlockResult, Chain, Head, Transaction
 from supervm.chain.accounts import read_nonce
 from supervm.errors import SuperVMError
 from supervm.layout import CHAIN_ID_KEY, CONTRACT_PREFIX
@@ -36,10 +44,13 @@ from supervm.vm.runtime import (
     parse_deploy_input,
 )
 from supervm_node.errors import Refusal, TransactionRefused
+from supervm_node.follower import Follower
+from supervm_node.follower import fast_sync as fast_sync_from
 from supervm_node.mempool import Mempool, MempoolLimits
 from supervm_node.metrics import InstrumentedStorage, NodeMetrics, StorageMetrics
 from supervm_node.pipeline import BlockPipeline, Committed
 from supervm_node.signing import SignatureChecker, verify_transaction
+from supervm_node.snapshots import SnapshotCache
 
 __all__ = ["MAX_TRANSACTION_SIZE", "Node", "NodeConfigError", "TxInfo"]
 
@@ -70,10 +81,14 @@ class TxInfo:
 
 
 class Node:
-    """A chain, a mempool and a block producer over one store.
+    """A chain, a mempool and a block producer over one store (or, with ``follow``, a
+    follower of another node).
 
     ``threads``: the pipeline's threads (1: every stage in turn) and the executor's.
     ``backend``: the label of the store in the storage metrics (its URL scheme).
+    ``prune``: prune the history beyond ``keep_blocks`` in the background.
+    ``data_dir``: where snapshots are kept (served, or downloaded by ``fast_sync``;
+    default: a temporary directory).
     """
 
     def __init__(
@@ -89,6 +104,12 @@ class Node:
         registry: CollectorRegistry | None = None,
         backend: str = "store",
         storage_metrics: bool = True,
+        prune: bool = False,
+        follow: str | None = None,
+        sync: str = "reexecute",
+        fast_sync: bool = False,
+        sync_batch: int = 64,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if type(chain_id) is not int or not 0 <= chain_id < 1 << 64:
             raise ValueError(f"chain_id must be an int in [0, 2**64), not {chain_id!r}")
@@ -102,8 +123,22 @@ class Node:
             storage = InstrumentedStorage(storage, StorageMetrics(self.registry), backend)
         self.storage = storage
         self.chain_id = chain_id
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        if follow is not None and fast_sync:
+            folder = self.data_dir if self.data_dir is not None else Path(tempfile.gettempdir())
+            fast_sync_from(storage, follow, folder / "downloads")
+        if prune and keep_blocks is None:
+            raise NodeConfigError("pruning needs keep_blocks: how many blocks to keep")
         self._check_chain_id(storage, chain_id)
         self.chain = Chain(storage, threads=threads, keep_blocks=keep_blocks)
+        self.prune = prune
+        self.follower: Follower | None = None
+        if follow is not None:
+            self.follower = Follower(
+                self.chain, follow, chain_id=chain_id, mode=sync, batch=sync_batch,
+                threads=threads, registry=self.registry, on_commit=self._followed,
+            )  # fmt: skip
+        self._snapshots: SnapshotCache | None = None
         self.threads = threads
         self.block_time = block_time_ms / 1000
         self.max_block_txs = max_block_txs
@@ -138,8 +173,18 @@ class Node:
 
     # -- running ------------------------------------------------------------------------
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the node follows another instead of taking transactions."""
+        return self.follower is not None
+
     def start(self) -> None:
-        """Start producing blocks."""
+        """Start producing blocks (a follower: start following)."""
+        if self.prune:
+            self.chain.start_pruning()
+        if self.follower is not None:
+            self.follower.start()
+            return
         if self._producer is not None:
             return
         self._stop.clear()
@@ -159,8 +204,17 @@ class Node:
         )
 
     def stop(self) -> None:
-        """Stop cutting blocks, commit those in the pipeline, stop its threads."""
+        """Stop cutting blocks, commit those in the pipeline, stop its threads (a
+        follower: stop following after the block being committed)."""
+        if self._snapshots is not None:
+            self._snapshots.close()
+        if self.follower is not None:
+            self.follower.stop()
+            self.chain.close()
+            log.info("stopped", extra={"height": self.chain.head().height})
+            return
         if self._producer is None:
+            self.chain.stop_pruning()
             return
         self._stop.set()
         self._wake.set()
@@ -224,6 +278,16 @@ class Node:
             extra={"height": result.height, "transactions": len(result.transactions)},
         )
 
+    def _followed(self, result: BlockResult, seconds: float) -> None:
+        """A block the follower committed: the metrics, and wake those who wait for it."""
+        now = time.monotonic()
+        if self._last_block_at is not None:
+            self.metrics.block_interval.observe(now - self._last_block_at)
+        self._last_block_at = now
+        self.metrics.observe_block(result, {"follow": seconds})
+        with self._head_changed:
+            self._head_changed.notify_all()
+
     def _refused(self, txs: list[Transaction]) -> None:
         log.warning("transactions with bad signatures left out", extra={"count": len(txs)})
         self._drop(txs)
@@ -244,6 +308,12 @@ class Node:
         if not isinstance(tx, Transaction):
             raise TypeError(f"a transaction is a Transaction, not {type(tx).__name__}")
         try:
+            if self.follower is not None:
+                raise TransactionRefused(
+                    Refusal.READ_ONLY,
+                    f"this node follows {self.follower.client.url} and takes no transactions: "
+                    "send them to the producer",
+                )
             self._admit(tx, _signature_ok)
         except TransactionRefused as exc:
             self.metrics.refused.labels(exc.reason.value).inc()
@@ -256,7 +326,8 @@ class Node:
     def submit_many(self, txs: list[Transaction]) -> list[bytes | TransactionRefused]:
         """:meth:`submit` each of ``txs`` in order, their signatures checked in parallel
         first; each one's hash, or why it was refused."""
-        verdicts = self._checker.check(txs) if len(txs) > 1 else [None] * len(txs)
+        single = len(txs) < 2 or self.read_only
+        verdicts = [None] * len(txs) if single else self._checker.check(txs)
         answers: list[bytes | TransactionRefused] = []
         for tx, verdict in zip(txs, verdicts, strict=True):
             try:
@@ -389,10 +460,43 @@ class Node:
                 headers.append(header)
         return headers
 
+    def sync_status(self) -> dict[str, object]:
+        """What ``svm_syncStatus`` answers: a follower's state against its peer, or a
+        producer's height (lag 0)."""
+        if self.follower is not None:
+            return self.follower.status().to_json()
+        height = self.chain.head().height
+        return {
+            "role": "producer", "state": "producing" if self.producing else "stopped",
+            "height": height, "peer_height": None, "lag": 0, "rate": 0.0, "peer": None,
+            "mode": None, "error": None,
+        }  # fmt: skip
+
+    def snapshots(self) -> SnapshotCache:
+        """The snapshots this node serves to followers (made on first use)."""
+        with self._lock:
+            if self._snapshots is None:
+                folder = None if self.data_dir is None else self.data_dir / "snapshots"
+                self._snapshots = SnapshotCache(self.chain, self.storage, folder)
+            return self._snapshots
+
     def health(self) -> dict[str, object]:
-        """Whether the node is healthy: it produces blocks and its pipeline has not failed."""
+        """Whether the node is healthy: it produces blocks and its pipeline has not failed
+        (a follower: it follows and has refused no block)."""
         head = self.chain.head()
         since = None if self._last_block_at is None else time.monotonic() - self._last_block_at
+        if self.follower is not None:
+            status = self.follower.status()
+            return {
+                "ok": self.follower.running and status.state != "refused",
+                "height": head.height,
+                "producing": False,
+                "following": status.state,
+                "lag": status.lag,
+                "seconds_since_block": since,
+                "mempool": 0,
+                "error": status.error,
+            }
         pipeline = self._pipeline
         error = None if pipeline is None or pipeline.error is None else str(pipeline.error)
         return {

@@ -43,9 +43,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from supervm.chain import BlockHeader, Head, PrunedHeightError, Transaction
 from supervm.chain.header import BlockFormatError
 from supervm.layout import state_key
+from supervm.sync import block_write_set
 from supervm.vm.runtime import DEFAULT_GAS_LIMIT, Receipt
 from supervm_node.errors import TransactionRefused
 from supervm_node.serve import serve
+from supervm_node.snapshots import MAX_PART, UnknownSnapshot
 
 if TYPE_CHECKING:
     from supervm_node.node import Node, TxInfo
@@ -400,6 +402,52 @@ def _wait_for_block(node: Node, after: int, timeout_ms: int) -> object:
     return _head_json(node, node.wait_for_block(after, timeout_ms / 1000))
 
 
+def _get_block_data(node: Node, height: int, write_set: bool) -> object:
+    if height == 0:
+        raise _bad("height", "must be >= 1: block 0 is the empty chain before the first block")
+    at, head = _check_height(node, height)
+    chain = node.chain
+    if write_set:
+        chain.history.check_height(at, head)  # -32010 below the horizon
+    header = chain.header(at)
+    body = chain.block(at)
+    if header is None or body is None:
+        raise RpcFault(INTERNAL_ERROR, f"block {at} is missing from the store")
+    result: dict[str, object] = {
+        "header": header.encode().hex(),
+        "transactions": [tx.encode().hex() for tx in body.transactions],
+    }
+    if write_set:
+        result["write_set"] = [
+            [key.hex(), None if value is None else value.hex()]
+            for key, value in block_write_set(chain, at)
+        ]
+    return result
+
+
+def _snapshot_info(node: Node, height: int | None) -> object:
+    at, _ = _check_height(node, height)
+    if at == 0:
+        raise RpcFault(
+            HEIGHT_ABOVE_HEAD, "there is no block to snapshot yet",
+            {"reason": "height_above_head", "height": at, "head": 0},
+        )  # fmt: skip
+    return node.snapshots().info(height).to_json()
+
+
+def _snapshot_part(node: Node, id: str, offset: int, length: int) -> object:
+    if not 1 <= length <= MAX_PART:
+        raise _bad("length", f"must be 1 to {MAX_PART}, not {length}")
+    try:
+        return node.snapshots().part(id, offset, length)
+    except UnknownSnapshot as exc:
+        raise _bad("id", str(exc)) from None
+
+
+def _sync_status(node: Node) -> object:
+    return node.sync_status()
+
+
 def _mempool_json(node: Node) -> dict[str, object]:
     pool = node.mempool
     return {
@@ -470,6 +518,14 @@ METHODS: Mapping[str, _Method] = {
     ),
     "svm_mempool": _Method(_mempool),
     "svm_status": _Method(_status),
+    "svm_getBlockData": _Method(
+        _get_block_data, (_Param("height", _int), _Param("write_set", _bool, False))
+    ),
+    "svm_snapshotInfo": _Method(_snapshot_info, (_Param("height", _opt_int, None),)),
+    "svm_snapshotPart": _Method(
+        _snapshot_part, (_Param("id", _str), _Param("offset", _int), _Param("length", _int))
+    ),
+    "svm_syncStatus": _Method(_sync_status),
 }
 
 
