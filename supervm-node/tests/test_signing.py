@@ -151,13 +151,15 @@ def _mix(count: int) -> list[Transaction]:
     return txs
 
 
-@pytest.mark.parametrize("threads", [1, 2, 4])
-def test_the_checker_agrees_with_verify_transaction(threads: int) -> None:
+@pytest.mark.parametrize(
+    ("threads", "processes"), [(1, False), (2, False), (4, False), (1, True), (2, True)]
+)
+def test_the_checker_agrees_with_verify_transaction(threads: int, processes: bool) -> None:
     txs = _mix(301)
     expected = [verify_transaction(tx) for tx in txs]
     assert 0 < sum(expected) < len(txs)
     assert sum(expected) == sum(1 for i in range(301) if i % 7 in (0, 6))
-    checker = SignatureChecker(threads)
+    checker = SignatureChecker(threads, processes=processes)
     try:
         assert checker.threads == threads
         assert checker.check(txs) == expected
@@ -168,7 +170,7 @@ def test_the_checker_agrees_with_verify_transaction(threads: int) -> None:
         assert checker.check(txs[::-1]) == expected[::-1]
     finally:
         checker.close()
-    # Closed, it still checks (on the calling thread).
+    # Closed, it still checks (its workers start again).
     assert checker.check(txs) == expected
     checker.close()
 

@@ -3,8 +3,9 @@
 With ``threads >= 2`` each stage runs on a thread of its own and consecutive blocks
 overlap, as in Aptos: while block k commits, block k+1 executes on the state after
 block k (its write set and tree nodes laid over the store, :meth:`Chain.execute`'s
-``parent``), and the signatures of block k+2 are checked on ``threads`` threads
-(libsodium runs without the GIL). At most one executed block waits for its commit, so
+``parent``), and the signatures of block k+2 are checked in ``threads - 1`` worker
+processes (checking threads would wait for the GIL, which execution holds, at every
+signature). At most one executed block waits for its commit, so
 the state an execution reads is the store plus at most one block. With ``threads=1``
 every stage runs in turn on one thread, and signatures are checked one by one.
 
@@ -86,7 +87,11 @@ class BlockPipeline:
         self._on_refused = on_refused
         self._verified = verified
         self._timestamp = timestamp or (lambda: int(time.time()))
-        self._checker = SignatureChecker(threads)
+        # Pipelined, execution holds one core and the GIL: the signatures go to worker
+        # processes on the other cores (threads would wait for the GIL at every check).
+        self._checker = SignatureChecker(max(1, threads - 1), processes=threads > 1)
+        if threads > 1:
+            self._checker.start()
         self._error: BaseException | None = None
         self._inbox: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._threads: list[threading.Thread] = []

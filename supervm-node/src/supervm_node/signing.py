@@ -9,8 +9,10 @@ key, the call and its gas limit. libsodium runs without the GIL, so
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError, CryptoError
@@ -59,30 +61,81 @@ def _verify_all(txs: Sequence[Transaction]) -> list[bool]:
     return [verify_transaction(tx) for tx in txs]
 
 
-class SignatureChecker:
-    """Checks the signatures of many transactions on ``threads`` threads."""
+def _verify_signed(items: list[tuple[bytes, bytes]]) -> list[bool]:
+    """Whether each (signature + payload, public key) verifies (in a worker process)."""
+    results = []
+    for signed, public_key in items:
+        try:
+            crypto_sign_open(signed, public_key)
+        except (BadSignatureError, CryptoError, ValueError):
+            results.append(False)
+        else:
+            results.append(True)
+    return results
 
-    def __init__(self, threads: int = 2) -> None:
+
+class SignatureChecker:
+    """Checks the signatures of many transactions on ``threads`` threads, or with
+    ``processes=True`` in that many worker processes (one process with ``threads=1``).
+
+    libsodium runs without the GIL, but each check takes the GIL to enter and leave it:
+    next to a thread that holds the GIL (executing a block), checking threads wait for
+    it at every signature. Worker processes have a GIL each; a block's signatures travel
+    to them as bytes. Workers start on first use (processes by ``spawn``); after
+    :meth:`close` the next check starts them again.
+    """
+
+    def __init__(self, threads: int = 2, *, processes: bool = False) -> None:
         if type(threads) is not int or threads < 1:
             raise ValueError(f"threads must be an int >= 1, not {threads!r}")
         self.threads = threads
-        self._pool = (
-            ThreadPoolExecutor(threads, thread_name_prefix="supervm-sigs") if threads > 1 else None
-        )
+        self.processes = processes
+        self._pool: Executor | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the workers now rather than on the first check."""
+        if self.processes:
+            self._workers().submit(_verify_signed, []).result()
+
+    def _workers(self) -> Executor:
+        with self._lock:
+            if self._pool is None:
+                if self.processes:
+                    context = multiprocessing.get_context("spawn")
+                    self._pool = ProcessPoolExecutor(self.threads, mp_context=context)
+                else:
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="supervm-sigs")
+            return self._pool
 
     def check(self, txs: Sequence[Transaction]) -> list[bool]:
         """Whether each of ``txs`` is signed and verifies, in order."""
-        if self._pool is None or len(txs) < _MIN_PARALLEL:
+        if (self.threads == 1 and not self.processes) or len(txs) < _MIN_PARALLEL:
             return _verify_all(txs)
         size = -(-len(txs) // self.threads)
-        parts = [txs[at : at + size] for at in range(0, len(txs), size)]
         results: list[bool] = []
-        for part in self._pool.map(_verify_all, parts):
-            results += part
-        return results
+        if not self.processes:
+            parts = [txs[at : at + size] for at in range(0, len(txs), size)]
+            for part in self._workers().map(_verify_all, parts):
+                results += part
+            return results
+        signed = [tx.nonce is not None and len(tx.signature) == 64 for tx in txs]
+        items = [
+            (tx.signature + tx.signing_payload(), tx.public_key)
+            for tx, ok in zip(txs, signed, strict=True)
+            if ok
+        ]
+        verdicts: list[bool] = []
+        for part in self._workers().map(
+            _verify_signed, [items[at : at + size] for at in range(0, len(items), size)]
+        ):
+            verdicts += part
+        found = iter(verdicts)
+        return [next(found) if ok else False for ok in signed]
 
     def close(self) -> None:
-        """Stop the worker threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stop the worker threads or processes."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
