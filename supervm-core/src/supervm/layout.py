@@ -19,6 +19,8 @@ key                         value
 ``meta/layout``             this layout's version (4 bytes, big-endian)
 ``meta/pruned``             the lowest height whose state is kept (absent: 0)
 ``meta/keep_blocks``        how many recent blocks' history to keep (absent: all)
+``meta/light/``             a light client's own records: ``header/`` + height its
+                            headers, ``height`` its head, ``chain_id`` its chain
 ``meta/incomplete``         an unfinished snapshot import or migration into this
                             store (JSON: its operation and progress); a store
                             holding it is not opened as a chain
@@ -72,6 +74,7 @@ __all__ = [
     "KEEP_BLOCKS_KEY",
     "LAYOUT_KEY",
     "LAYOUT_VERSION",
+    "LIGHT_PREFIX",
     "MARKER",
     "OWNER_PREFIX",
     "PRUNED_KEY",
@@ -116,6 +119,7 @@ HISTORY_PREFIX = b"h/i/"
 PRUNED_KEY = b"meta/pruned"
 KEEP_BLOCKS_KEY = b"meta/keep_blocks"
 INCOMPLETE_KEY = b"meta/incomplete"
+LIGHT_PREFIX = b"meta/light/"
 _OUTSIDE_TREE = (b"meta/", b"t/", b"h/", OWNER_PREFIX)
 
 #: The batch operation that stamps a store with this layout's version.
