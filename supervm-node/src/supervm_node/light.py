@@ -12,10 +12,11 @@ The records live under ``meta/light/`` (:data:`supervm.layout.LIGHT_PREFIX`):
 ``header/`` + height (8 bytes, big-endian) the encoded header, ``height`` the head
 (8 bytes), ``chain_id`` the chain (8 bytes).
 
-A header is stored once its successor links to it, or when it is the node's head at the
-start of the sync: when a header's parent hash contradicts its predecessor, neither is
-kept. Nothing here checks who produced a header; the light client trusts its peer for the
-chain and checks everything else against it.
+A header is stored once its successor links to it, when it is the node's head at the
+start of the sync, or when its successor is refused for itself (its hash, height or
+fields); when a header's parent hash contradicts its predecessor, neither is kept.
+Nothing here checks who produced a header: the light client takes the chain from its
+peer and checks everything else against it.
 """
 
 from __future__ import annotations
