@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import http.client
 import json
 import subprocess
@@ -34,7 +35,7 @@ from supervm_node.follower import download_snapshot
 from supervm_node.rpc import BackgroundServer
 from supervm_node.workload import Workload as SignedWorkload
 
-from .node_process import TOKEN, NodeProcess, Workload
+from .node_process import CHAIN_ID, TOKEN, NodeProcess, Workload
 
 #: How long a test waits for a follower to reach a height (a hang, not a timing check).
 SYNC_TIMEOUT = 120.0
@@ -81,9 +82,18 @@ class Stream:
         return self
 
     def stop(self) -> None:
+        """Stop sending, and wait until the producer has committed all it took."""
         self._stop.set()
         self._thread.join()
         assert not self.errors, self.errors
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while True:
+            head = self.client.head()["height"]
+            idle = self.client.mempool()["count"] == 0
+            if idle and self.client.wait_for_block(head, timeout_ms=500)["height"] == head:
+                return
+            assert time.monotonic() < deadline, "the producer never settled"
+            self.client.wait_for_block(head, timeout_ms=500)
 
 
 def start_producer(tmp_path: Path) -> NodeProcess:
@@ -155,6 +165,13 @@ def get_text(url: str) -> str:
         return text
 
 
+def started_following(node: NodeProcess) -> float:
+    """When the node last logged that it started following (Unix time)."""
+    stamps = [r["ts"] for r in node.log_records() if r.get("msg") == "following"]
+    assert stamps and isinstance(stamps[-1], str)
+    return datetime.datetime.fromisoformat(stamps[-1].replace("Z", "+00:00")).timestamp()
+
+
 def error_records(node: NodeProcess) -> list[dict[str, object]]:
     return [r for r in node.log_records() if r.get("level") == "error"]
 
@@ -181,7 +198,8 @@ def test_reexecute_and_apply_followers_match_the_producer_under_load(tmp_path: P
         for mode in ("reexecute", "apply")
     }
     for mode, follower in followers.items():
-        seconds = wait_height(follower.client(), at_start)
+        wait_height(follower.client(), at_start)
+        seconds = time.time() - started_following(follower)
         print(f"{mode}: {at_start} blocks caught up in {seconds:.2f} s")
     time.sleep(1.0)
     stream.stop()
@@ -202,6 +220,10 @@ def test_reexecute_and_apply_followers_match_the_producer_under_load(tmp_path: P
     owner = workload.senders[0].address
     assert reader.nonce(owner) == client.nonce(owner)
     assert reader.get_state(TOKEN, owner) == client.get_state(TOKEN, owner)
+    for follower in followers.values():
+        balance = follower.client().call_contract(TOKEN, "balance", owner, sender=owner)
+        assert balance == client.call_contract(TOKEN, "balance", owner, sender=owner)
+        assert balance["status"] == "ok"
     extra = workload.transfers(workload.senders[0], 1, 0)[0]
     for follower in followers.values():
         with pytest.raises(RpcError) as refused:
@@ -468,6 +490,14 @@ def test_edge_and_pruned_followers_and_the_light_profile(tmp_path: Path) -> None
         assert time.monotonic() < deadline, "block 1's state was never pruned"
         time.sleep(0.2)
     assert pruned.client().get_state(TOKEN, owner) == client.get_state(TOKEN, owner)
+    # A follower started with another chain id refuses the peer at once.
+    other = NodeProcess(
+        rocksdb(tmp_path, "other.db"), tmp_path / "other.log", "--follow", producer.url,
+        chain_id=CHAIN_ID + 1, healthy=False,
+    )  # fmt: skip
+    status = wait_state(other.client(), "refused")
+    assert status["height"] == 0 and "chain_id" in status["error"], status
+    assert other.stop() == 0
     for node in (edge, pruned):
         assert node.stop() == 0
     assert producer.stop() == 0

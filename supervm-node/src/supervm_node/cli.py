@@ -131,7 +131,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 def _profile_problem(args: argparse.Namespace) -> str | None:
     """Why the profile cannot run with these arguments (``None``: it can)."""
-    if (args.sync != "reexecute" and args.follow is None) or (args.fast_sync and not args.follow):
+    if args.follow is None and (args.sync != "reexecute" or args.fast_sync):
         return "--sync and --fast-sync are for a follower: give --follow URL"
     if args.profile == "pruned" and args.keep_blocks is None:
         return "the pruned profile needs --keep-blocks N"

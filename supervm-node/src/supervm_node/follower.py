@@ -60,6 +60,8 @@ log = logging.getLogger("supervm_node.follower")
 MODES: Final = ("reexecute", "apply")
 #: Seconds over which :attr:`SyncStatus.rate` counts blocks.
 RATE_WINDOW: Final = 10.0
+#: Transactions a ``svm_getBlockData`` batch aims at (fewer blocks when they are large).
+BATCH_TRANSACTIONS: Final = 16_000
 #: Transient failures (a peer unreachable, a timeout) waited on before trying again.
 _RETRY_MAX: Final = 5.0
 
@@ -169,6 +171,7 @@ class Follower:
         self._refusal: FollowerError | None = None
         self._peer_height: int | None = None
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._span = batch
         if self.metrics is not None:
             self.metrics.height.set(chain.head().height)
 
@@ -230,10 +233,23 @@ class Follower:
         self._fetcher.shutdown(wait=True, cancel_futures=True)
         self._checker.close()
 
+    def _check_peer_chain(self) -> None:
+        """Refuse a peer that runs another chain id."""
+        theirs = self.client.chain_id()
+        if theirs != self.chain_id:
+            raise FollowerError(
+                self.chain.head().height + 1, "chain_id",
+                f"the peer runs chain {theirs}; this node runs chain {self.chain_id}",
+            )  # fmt: skip
+
     def _run(self) -> None:
         wait = 0.2
+        checked = False
         while not self._stop.is_set():
             try:
+                if not checked:
+                    self._check_peer_chain()
+                    checked = True
                 self.catch_up()
                 if self._stop.is_set():
                     return
@@ -282,21 +298,30 @@ class Follower:
                 return committed
             with self._lock:
                 self._state = "syncing"
-            ranges = [
-                (first, min(first + self.batch - 1, target))
-                for first in range(height + 1, target + 1, self.batch)
-            ]
-            pending = self._fetcher.submit(self._fetch, *ranges[0])
-            for index, (first, _) in enumerate(ranges):
+            first = height + 1
+            last = min(first + self._span - 1, target)
+            pending = self._fetcher.submit(self._fetch, first, last)
+            while True:
                 blocks = pending.result()
-                if index + 1 < len(ranges):
-                    pending = self._fetcher.submit(self._fetch, *ranges[index + 1])
+                if last < target:
+                    self._size_batches(blocks)
+                    following = (last + 1, min(last + self._span, target))
+                    pending = self._fetcher.submit(self._fetch, *following)
                 for offset, data in enumerate(blocks):
                     if self._stop.is_set():
                         return committed
                     self._commit(first + offset, data)
                     committed += 1
+                if last >= target:
+                    break
+                first, last = following
         return committed
+
+    def _size_batches(self, blocks: list[Any]) -> None:
+        """Blocks per batch after these: about :data:`BATCH_TRANSACTIONS` transactions."""
+        count = sum(len(b.get("transactions") or ()) for b in blocks if isinstance(b, dict))
+        per_block = max(1, count // max(1, len(blocks)))
+        self._span = max(1, min(self.batch, BATCH_TRANSACTIONS // per_block))
 
     def _fetch(self, first: int, last: int) -> list[Any]:
         """Blocks ``first .. last`` as the peer answers ``svm_getBlockData``."""

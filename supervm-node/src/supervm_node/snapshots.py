@@ -81,27 +81,33 @@ class SnapshotCache:
         for stale in self.directory.glob("*.snapshot"):
             stale.unlink()  # from an earlier run: exported again when asked
         self._files: dict[str, SnapshotFile] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the files kept
+        self._exporting = threading.Lock()  # one export at a time; parts go on meanwhile
 
     def info(self, height: int | None = None) -> SnapshotFile:
         """The snapshot at ``height`` (default: the head, or the newest one near it),
         exported first unless kept."""
-        with self._lock:
+        with self._exporting:
             head = self.chain.head().height
-            newest = max(self._files.values(), key=lambda f: f.height, default=None)
+            with self._lock:
+                files = list(self._files.values())
+            newest = max(files, key=lambda f: f.height, default=None)
             if height is None:
                 if newest is not None and head - newest.height <= self.reuse_blocks:
                     return newest
                 height = head
-            for kept in self._files.values():
+            for kept in files:
                 if kept.height == height:
                     return kept
             made = self._export(height)
-            self._files[made.id] = made
-            while len(self._files) > self.keep:
-                oldest = min(self._files.values(), key=lambda f: f.height)
-                del self._files[oldest.id]
-                oldest.path.unlink(missing_ok=True)
+            dropped = []
+            with self._lock:
+                self._files[made.id] = made
+                while len(self._files) > self.keep:
+                    oldest = min(self._files.values(), key=lambda f: f.height)
+                    dropped.append(self._files.pop(oldest.id))
+            for file in dropped:
+                file.path.unlink(missing_ok=True)
             return made
 
     def _export(self, height: int) -> SnapshotFile:
