@@ -323,7 +323,7 @@ def test_bad_url_options_are_refused(tmp_path: Path, query: str) -> None:
 
 def test_unknown_option_message_lists_the_accepted_ones(tmp_path: Path) -> None:
     with pytest.raises(InvalidURLError, match="map_size, max_readers, sync"):
-        open_storage(f"lmdb://{tmp_path}/db?cache=1")
+        open_storage(f"lmdb://{tmp_path}/db?readahead=1")
 
 
 # -- lifecycle -----------------------------------------------------------------------
