@@ -31,7 +31,7 @@ import supervm
 from supervm.chain import BlockHeader, Transaction
 from supervm.client import Client, RpcError
 from supervm.snapshot import import_snapshot
-from supervm_node.follower import download_snapshot
+from supervm_node.follower import download_snapshot, fast_sync
 from supervm_node.rpc import BackgroundServer
 from supervm_node.workload import Workload as SignedWorkload
 
@@ -284,7 +284,49 @@ def test_fast_sync_imports_the_snapshot_then_follows(tmp_path: Path) -> None:
     )  # fmt: skip
     assert len([r for r in follower.log_records() if r.get("msg") == "snapshot imported"]) == 1
     assert_same_chain(client, follower.client(), first=base + 1)
+    # A follower of that follower starts from its snapshot (it keeps no block 1 to name
+    # the chain by) and follows it as the producer goes on.
+    second = NodeProcess(
+        rocksdb(tmp_path, "second.db"), tmp_path / "second.log",
+        "--follow", follower.url, "--fast-sync", "--sync", "apply",
+    )  # fmt: skip
+    stream = Stream(client, workload).start()
+    wait_height(client, client.head()["height"] + 5)
+    stream.stop()
+    assert_same_chain(client, follower.client(), first=base + 1)
+    second_base = second.log_records()
+    assert [r for r in second_base if r.get("msg") == "snapshot imported"]
+    assert_same_chain(client, second.client(), first=client.head()["height"])
+    assert_same_chain(follower.client(), second.client(), first=follower.client().head()["height"])
+    assert second.stop() == 0
     assert follower.stop() == 0
+    assert producer.stop() == 0
+
+
+def test_fast_sync_resumes_an_interrupted_import(tmp_path: Path) -> None:
+    producer = start_producer(tmp_path)
+    client = producer.client()
+    setup_chain(producer, senders=20)
+    info = client.call("svm_snapshotInfo")
+    path = download_snapshot(client, info, tmp_path / "downloads")
+    assert path is not None
+
+    class Crash(Exception):
+        pass
+
+    def crash(stage: str, done: int, total: int | None) -> None:
+        if stage == "importing":
+            raise Crash  # as if the process died after the first chunk's batch
+
+    with supervm.open_storage(rocksdb(tmp_path, "follower.db")) as store:
+        with pytest.raises(Crash):
+            import_snapshot(path, store, progress=crash)
+        report = fast_sync(store, producer.url, tmp_path / "downloads")
+        assert report is not None and report.resumed
+        assert report.head.height == info["height"]
+        assert report.head.block_hash.hex() == info["block_hash"]
+        assert not path.exists()
+        assert fast_sync(store, producer.url, tmp_path / "downloads") is None  # a chain already
     assert producer.stop() == 0
 
 

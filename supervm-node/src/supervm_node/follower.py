@@ -464,6 +464,7 @@ def download_snapshot(
     final = directory / f"{ident}.snapshot"
     if final.is_file():
         return final
+    directory.mkdir(parents=True, exist_ok=True)
     partial = directory / f"{ident}.partial"
     part_size = min(part_size, MAX_PART)
     parts = 0
@@ -504,10 +505,7 @@ def fast_sync(
     record = incomplete_record(storage)
     if record is None and not _empty(storage):
         return None
-    expect: bytes | None = None
-    first = client.get_block(1)
-    if first is not None:
-        expect = bytes.fromhex(first["hash"])
+    expect = _identity(client)
     if record is not None:
         wanted = str(record.get("snapshot"))
         path = folder / f"{wanted}.snapshot"
@@ -533,6 +531,17 @@ def fast_sync(
     )  # fmt: skip
     path.unlink(missing_ok=True)
     return report
+
+
+def _identity(client: Client) -> bytes | None:
+    """The peer's chain identity (its first block's hash), if it keeps that block."""
+    try:
+        first = client.get_block(1)
+    except RpcError as exc:
+        if exc.reason == "pruned_height":
+            return None  # itself started from a snapshot
+        raise
+    return None if first is None else bytes.fromhex(first["hash"])
 
 
 def _snapshot_info(client: Client, wanted: str | None) -> dict[str, Any]:
