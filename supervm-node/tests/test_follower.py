@@ -28,10 +28,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import supervm
-from supervm.chain import BlockHeader, Transaction
+from supervm.chain import BlockHeader, Chain, Transaction
 from supervm.client import Client, RpcError
 from supervm.snapshot import import_snapshot
-from supervm_node.follower import download_snapshot, fast_sync
+from supervm_node.follower import Follower, download_snapshot, fast_sync
 from supervm_node.rpc import BackgroundServer
 from supervm_node.workload import Workload as SignedWorkload
 
@@ -555,3 +555,26 @@ def test_edge_and_pruned_followers_and_the_light_profile(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert needs_keep.returncode != 0 and "--keep-blocks" in needs_keep.stderr
+
+
+@pytest.mark.parametrize("mode", ["reexecute", "apply"])
+def test_follower_catch_up_in_process(tmp_path: Path, mode: str) -> None:
+    producer = start_producer(tmp_path)
+    client = producer.client()
+    workload = setup_chain(producer)
+    stream = Stream(client, workload).start()
+    wait_height(client, 15)
+    stream.stop()
+    head = client.head()
+    with supervm.open_storage(rocksdb(tmp_path, "follower.db")) as store:
+        chain = Chain(store)
+        follower = Follower(chain, producer.url, chain_id=CHAIN_ID, mode=mode, batch=4)
+        assert follower.catch_up() == head["height"]
+        assert follower.catch_up() == 0
+        status = follower.status()
+        assert (status.height, status.lag, status.state) == (head["height"], 0, "following")
+        assert chain.head().block_hash.hex() == head["hash"]
+        assert (chain.receipts(head["height"]) is not None) == (mode == "reexecute")
+        follower.stop()
+        chain.close()
+    assert producer.stop() == 0

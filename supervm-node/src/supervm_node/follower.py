@@ -162,7 +162,7 @@ class Follower:
         self.on_commit = on_commit
         self.metrics = None if registry is None else SyncMetrics(registry)
         self._checker = SignatureChecker(threads)
-        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="supervm-fetch")
+        self._fetcher: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -196,8 +196,8 @@ class Follower:
                 self._recent.popleft()
             rate = 0.0
             if len(self._recent) > 1:
-                (t0, h0), (t1, h1) = self._recent[0], self._recent[-1]
-                rate = (h1 - h0) / max(now - t0, t1 - t0, 1e-9)
+                (t0, h0), (_, h1) = self._recent[0], self._recent[-1]
+                rate = (h1 - h0) / max(now - t0, 1e-9)
             return SyncStatus(
                 self._state, height, self._peer_height, rate, self.client.url, self.mode,
                 self._error,
@@ -230,8 +230,18 @@ class Follower:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
-        self._fetcher.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            fetcher, self._fetcher = self._fetcher, None
+        if fetcher is not None:
+            fetcher.shutdown(wait=True, cancel_futures=True)
         self._checker.close()
+
+    def _fetch_pool(self) -> ThreadPoolExecutor:
+        """The thread that fetches the next batch while one is checked (made on first use)."""
+        with self._lock:
+            if self._fetcher is None:
+                self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="supervm-fetch")
+            return self._fetcher
 
     def _check_peer_chain(self) -> None:
         """Refuse a peer that runs another chain id."""
@@ -295,18 +305,21 @@ class Follower:
             self._set_peer_height(target)
             height = self.chain.head().height
             if target <= height:
+                with self._lock:
+                    self._state = "following"
                 return committed
             with self._lock:
                 self._state = "syncing"
             first = height + 1
             last = min(first + self._span - 1, target)
-            pending = self._fetcher.submit(self._fetch, first, last)
+            fetcher = self._fetch_pool()
+            pending = fetcher.submit(self._fetch, first, last)
             while True:
                 blocks = pending.result()
                 if last < target:
                     self._size_batches(blocks)
                     following = (last + 1, min(last + self._span, target))
-                    pending = self._fetcher.submit(self._fetch, *following)
+                    pending = fetcher.submit(self._fetch, *following)
                 for offset, data in enumerate(blocks):
                     if self._stop.is_set():
                         return committed
