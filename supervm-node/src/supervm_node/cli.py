@@ -84,6 +84,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"supervm: error: {problem}", file=sys.stderr)
         return 2
+    if args.profile == "light":
+        return _run_light(args, url, host, port)
     storage = open_storage(url)
     cached: Any = None
     if args.profile == "edge":
@@ -142,9 +144,32 @@ def _profile_problem(args: argparse.Namespace) -> str | None:
             import supervm.cache  # noqa: F401
         except ImportError:
             return "the edge profile needs supervm.cache, which this installation lacks"
-    if args.profile == "light":
-        return "the light profile is not wired yet"
+    if args.profile == "light" and args.follow is None:
+        return "the light profile follows a full node: give --follow URL"
     return None
+
+
+def _run_light(args: argparse.Namespace, url: str, host: str, port: int) -> int:
+    """``supervm node --profile light``: headers only, values verified by proof."""
+    from supervm_node.lightnode import LightNode
+    from supervm_node.rpc import create_light_app
+    from supervm_node.serve import serve
+
+    node = LightNode(open_storage(url), args.follow)
+    try:
+        app = create_light_app(node, max_body=args.max_body, max_batch=args.max_batch)
+        log.info(
+            "light node starting",
+            extra={"store": mask_password(url), "rpc": f"http://{host}:{port}",
+                   "follow": args.follow, "height": node.light.height},
+        )  # fmt: skip
+        if not serve(app, host, port):
+            print(f"supervm: error: could not serve on {host}:{port}", file=sys.stderr)
+            return 1
+        log.info("light node stopped", extra={"height": node.light.height})
+    finally:
+        node.close()
+    return 0
 
 
 def _data_dir(url: str) -> Path | None:

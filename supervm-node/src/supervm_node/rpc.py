@@ -46,16 +46,21 @@ from supervm.layout import state_key
 from supervm.sync import block_write_set
 from supervm.vm.runtime import DEFAULT_GAS_LIMIT, Receipt
 from supervm_node.errors import TransactionRefused
+from supervm_node.light import LightClientError
 from supervm_node.serve import serve
 from supervm_node.snapshots import MAX_PART, UnknownSnapshot
 
 if TYPE_CHECKING:
+    from supervm_node.lightnode import LightNode
     from supervm_node.node import Node, TxInfo
 
 __all__ = [
+    "LIGHT_METHODS",
     "MAX_WAIT_MS",
+    "METHODS",
     "BackgroundServer",
     "create_app",
+    "create_light_app",
     "receipt_json",
     "serve",
     "transaction_json",
@@ -79,6 +84,8 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 PRUNED_HEIGHT = -32010
 HEIGHT_ABOVE_HEAD = -32011
+#: A light node could not verify the peer's answer.
+LIGHT_REFUSED = -32013
 TIMEOUT = -32030
 _CODE_NAMES = {
     PARSE_ERROR: "parse_error",
@@ -529,6 +536,71 @@ METHODS: Mapping[str, _Method] = {
 }
 
 
+# -- a light node's methods ---------------------------------------------------------------
+
+
+def _light_header_json(header: BlockHeader | None) -> dict[str, object]:
+    if header is None:
+        return {"height": 0, "hash": "00" * 32, "state_root": None, "timestamp": 0}
+    return {
+        "height": header.height,
+        "hash": header.hash.hex(),
+        "state_root": header.state_root.hex(),
+        "timestamp": header.timestamp,
+    }
+
+
+def _light_block(node: LightNode, block: int | bytes, full: bool) -> object:
+    if isinstance(block, bytes):
+        raise _bad("block", "is a height on a light node (it keeps no index by hash)")
+    header = node.light.header(block) if block else None
+    return None if header is None else header.to_json()
+
+
+def _light_state(
+    node: LightNode, contract: bytes, key: bytes, height: int | None, proof: bool
+) -> object:
+    at = node.light.height if height is None else height
+    if at > node.light.height:
+        raise RpcFault(
+            HEIGHT_ABOVE_HEAD,
+            f"height {at} is above the light node's head, {node.light.height}",
+            {"reason": "height_above_head", "height": at, "head": node.light.height},
+        )
+    try:
+        value = node.light.get_state(contract, key, at)
+    except LightClientError as exc:
+        raise RpcFault(
+            LIGHT_REFUSED, str(exc), {"reason": "unverified", "why": exc.reason}
+        ) from None
+    header = node.light.header(at)
+    return {
+        "height": at,
+        "state_root": None if header is None else header.state_root.hex(),
+        "value": None if value is None else value.hex(),
+        "verified": True,
+    }
+
+
+LIGHT_METHODS: Mapping[str, _Method] = {
+    "svm_chainId": _Method(lambda node: node.chain_id),
+    "svm_head": _Method(lambda node: _light_header_json(node.head())),
+    "svm_getBlock": _Method(
+        _light_block, (_Param("block", _block_ref), _Param("full", _bool, False))
+    ),
+    "svm_getState": _Method(
+        _light_state,
+        (
+            _Param("contract", _hex(_ADDRESS)),
+            _Param("key", _hex()),
+            _Param("height", _opt_int, None),
+            _Param("proof", _bool, False),
+        ),
+    ),
+    "svm_syncStatus": _Method(lambda node: node.sync_status()),
+}
+
+
 # -- metrics ---------------------------------------------------------------------------------
 
 
@@ -636,8 +708,15 @@ class _Dispatcher:
     a ``svm_waitForBlock`` in a batch runs on its own.
     """
 
-    def __init__(self, node: Node, metrics: _Metrics, method_timeout: float) -> None:
+    def __init__(
+        self,
+        node: Any,
+        metrics: _Metrics,
+        method_timeout: float,
+        methods: Mapping[str, _Method] | None = None,
+    ) -> None:
         self.node = node
+        self.methods = METHODS if methods is None else methods
         self.metrics = metrics
         self.method_timeout = method_timeout
         # Long polls wait on their own threads, so they never starve other methods.
@@ -752,7 +831,7 @@ class _Dispatcher:
         start = time.perf_counter()
         answers: list[Entry | _Call] = []
         txs: list[Transaction] = []
-        method = METHODS["svm_sendTransaction"]
+        method = self.methods["svm_sendTransaction"]
         for call in calls:
             try:
                 args = _bind(call.name, method.params, call.params)
@@ -791,7 +870,7 @@ class _Dispatcher:
     def _run_one(self, call: _Call) -> Entry:
         """Run one call on this thread: its answer."""
         name = call.name
-        method = METHODS.get(name)
+        method = self.methods.get(name)
         if method is None:
             fault = RpcFault(METHOD_NOT_FOUND, f"method not found: {_clip(name)!r}")
             self.count("unknown", fault)
@@ -862,20 +941,33 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def create_light_app(
+    node: LightNode, *, max_body: int = 1 << 20, max_batch: int = 1000, method_timeout: float = 5.0
+) -> Starlette:
+    """A light node's HTTP app: its JSON-RPC methods (:data:`LIGHT_METHODS`), metrics and
+    health; no status page."""
+    return create_app(
+        node, max_body=max_body, max_batch=max_batch, method_timeout=method_timeout,
+        methods=LIGHT_METHODS, status_page=Path("/nonexistent"),
+    )  # fmt: skip
+
+
 def create_app(
-    node: Node,
+    node: Any,
     *,
     max_body: int = 1 << 20,
     max_batch: int = 1000,
     method_timeout: float = 5.0,
     status_page: Path | None = None,
+    methods: Mapping[str, _Method] | None = None,
 ) -> Starlette:
     """The node's HTTP app: JSON-RPC, status page, metrics and health (docs/rpc.md).
 
-    The app starts ``node`` when it starts and stops it when it shuts down.
+    ``node`` is a :class:`~supervm_node.node.Node` (``methods``: :data:`METHODS`); the
+    app starts it when it starts and stops it when it shuts down.
     """
     metrics = _metrics_for(node.registry)
-    dispatcher = _Dispatcher(node, metrics, method_timeout)
+    dispatcher = _Dispatcher(node, metrics, method_timeout, methods)
 
     async def rpc(request: Request) -> Response:
         body = await _read_body(request, max_body)
@@ -975,7 +1067,7 @@ class BackgroundServer:
         """Start serving and wait until the server listens (RuntimeError if it does not)."""
         if self._server is not None:
             raise RuntimeError("the server is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
