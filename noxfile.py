@@ -126,7 +126,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", f"bench.{name}", *json_args)
     if (ROOT / "bench" / "mvmemory.py").exists():
         session.run("python", "-m", "bench.mvmemory")
-    for name in ("cache",):
+    for name in ("cache", "light", "followers"):
         json_args = ["--json", str(out / f"{name}.json")] if out is not None else []
         session.run("python", "-m", f"bench.{name}", *json_args)
     # The Galera benchmark starts a 3-node cluster of its own (needs mariadb-server, galera-4).
