@@ -243,17 +243,26 @@ def migrate(
 
     pairs = _source_scan(source, last_key)
     finished = False
+    # One pair read ahead, so that the batch holding the last pair is the one that finishes.
+    ahead: tuple[bytes, bytes] | None = None
     try:
         while not finished:
             ops: list[BatchOp] = []
             batch_size = 0
+            if ahead is not None:
+                ops.append(ahead)
+                batch_size += len(ahead[0]) + len(ahead[1])
+                ahead = None
+            full = len(ops) >= batch_keys or batch_size >= batch_bytes
             for key, value in pairs:
                 if key == INCOMPLETE_KEY:
                     continue
+                if full:
+                    ahead = (key, value)
+                    break
                 ops.append((key, value))
                 batch_size += len(key) + len(value)
-                if len(ops) >= batch_keys or batch_size >= batch_bytes:
-                    break
+                full = len(ops) >= batch_keys or batch_size >= batch_bytes
             else:
                 finished = True
             if not ops and not wrote:
