@@ -145,6 +145,19 @@ def wait_head(client: Client, height: int) -> dict[str, Any]:
         time.sleep(0.05)
 
 
+def assert_light_headers(producer: Client, light: Client, height: int) -> None:
+    """The light node's headers 1 .. ``height`` (``svm_getBlock``) have the producer's
+    hashes, parents and roots."""
+    fields = ("height", "hash", "parent_hash", "timestamp", "state_root", "transactions_root")
+    for first in range(1, height + 1, 200):
+        heights = range(first, min(first + 200, height + 1))
+        theirs = producer.batch([("svm_getBlock", [h]) for h in heights])
+        ours = light.batch([("svm_getBlock", [h]) for h in heights])
+        for h, a, b in zip(heights, theirs, ours, strict=True):
+            assert isinstance(a, dict) and isinstance(b, dict), (h, a, b)
+            assert {f: a[f] for f in fields} == {f: b[f] for f in fields}, (h, a, b)
+
+
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -258,6 +271,7 @@ def test_the_light_node_follows_headers_and_answers_verified_values(tiers: Tiers
             block = producer.get_block(head["height"])
             assert block is not None and head["hash"] == block["hash"], (head, block)
             assert head["state_root"] == block["state_root"]
+            assert_light_headers(producer, light.client(), head["height"])
             for sender in tiers.workload.senders[:3]:
                 key = balance_key(sender.address)
                 answer = light.client().get_state(TOKEN, key, height=head["height"])
