@@ -15,7 +15,8 @@ from typing import Any
 from supervm import open_storage
 from supervm.cli import PluginSubparsers, default_store_url
 from supervm.client import Client, RpcError
-from supervm.url import mask_password
+from supervm.errors import InvalidURLError
+from supervm.url import mask_password, parse_url
 from supervm.vm.runtime import DEFAULT_GAS_LIMIT, DEPLOY_ADDRESS, DEPLOY_METHOD, deploy_input
 from supervm_node.keys import KeyPair, load_key, save_key
 from supervm_node.logs import configure_logging
@@ -59,6 +60,16 @@ def _listen_arg(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8645)")
     return host.strip("[]"), int(port)
+
+
+def _size(text: str) -> int:
+    """An argparse type: a size in bytes (``1000``, ``64MB``, ``256MiB``; 0 allowed)."""
+    try:
+        return parse_url(f"memory://?size={text}").size_option("size", 0)
+    except InvalidURLError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (bytes, or a number with KB, MB, GB, KiB, MiB, GiB)"
+        ) from None
 
 
 def _positive(text: str) -> int:
@@ -404,10 +415,10 @@ def _add_node(subparsers: PluginSubparsers) -> None:
     )
     node.add_argument(
         "--cache",
-        type=_positive,
+        type=_size,
         default=256 << 20,
-        metavar="BYTES",
-        help="the edge profile's read cache (default 256 MiB)",
+        metavar="SIZE",
+        help="the edge profile's read cache: bytes, or 64MB, 256MiB, ... (default 256 MiB)",
     )
     node.add_argument(
         "--data-dir",
