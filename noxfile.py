@@ -52,9 +52,10 @@ def tests(session: nox.Session, package: str) -> None:
             "plyvel has no wheel for Python 3.13 and builds from source: "
             "install Debian's libleveldb-dev first (apt-get install libleveldb-dev)"
         )
-    # The core's and the node's own tests use RocksDB as their persistent store; the
-    # core's also zig, to build contracts.
-    _install_workspace(session, package, *(["rocksdb"] if package in ("core", "node") else []))
+    # The core's and the node's own tests use RocksDB as their persistent store (the
+    # node's light client also SQLite); the core's also zig, to build contracts.
+    extra = {"core": ["rocksdb"], "node": ["rocksdb", "sql"]}.get(package, [])
+    _install_workspace(session, package, *extra)
     if package == "core":
         session.install("ziglang==0.17.1")
     if package == "node":
