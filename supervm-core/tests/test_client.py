@@ -7,6 +7,7 @@ come from a real chain.
 from __future__ import annotations
 
 import json
+import select
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -181,6 +182,11 @@ def test_a_connection_the_node_closed_while_idle_is_replaced_first(server: _Serv
     server.drop_after_answer = True
     client = Client(server.url)
     assert client.chain_id() == 7
+    # The node closes the connection after answering, on its own thread: wait until the
+    # close has reached the client, so that the connection is closed while idle.
+    sock = client._local.conn.sock
+    readable, _, _ = select.select([sock], [], [], 10)
+    assert readable, "the server did not close the connection"
     server.answer = _result({"hash": "ab" * 32})
     assert client.send_transaction(b"\x02\x00") == bytes.fromhex("ab" * 32)
     assert [r["method"] for r in server.received] == ["svm_chainId", "svm_sendTransaction"]
