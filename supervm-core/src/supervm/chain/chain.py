@@ -189,13 +189,7 @@ class Chain:
                     horizon=horizon,
                 )
             raise ChainError(f"block {height} has a header but no transactions stored")
-        try:
-            txs = decode_transactions(raw)
-        except BlockFormatError as exc:
-            raise ChainError(
-                f"the transactions stored for block {height} are corrupt: {exc}"
-            ) from None
-        return Block(height, header.timestamp, txs)
+        return Block(height, header.timestamp, _decoded_body(raw, height))
 
     def receipts(self, height: int) -> tuple[Receipt, ...] | None:
         """The receipts of the committed block at ``height`` (without read and write sets).
@@ -464,14 +458,7 @@ class Chain:
     def _body(self, height: int) -> tuple[Transaction, ...]:
         """The transactions stored for block ``height`` (none if its body is not kept)."""
         raw = self.storage.get(block_key(height))
-        if raw is None:
-            return ()
-        try:
-            return decode_transactions(raw)
-        except BlockFormatError as exc:
-            raise ChainError(
-                f"the transactions stored for block {height} are corrupt: {exc}"
-            ) from None
+        return () if raw is None else _decoded_body(raw, height)
 
     @property
     def keep_blocks(self) -> int | None:
@@ -574,6 +561,14 @@ def _checked_write_set(write_set: WriteSet, height: int) -> WriteSet:
             )
         previous = key
     return ops
+
+
+def _decoded_body(raw: bytes, height: int) -> tuple[Transaction, ...]:
+    """The transactions of block ``height``'s stored body; ChainError if it is corrupt."""
+    try:
+        return decode_transactions(raw)
+    except BlockFormatError as exc:
+        raise ChainError(f"the transactions stored for block {height} are corrupt: {exc}") from None
 
 
 def _height(height: int) -> int:
